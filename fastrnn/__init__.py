@@ -1,0 +1,15 @@
+"""fastrnn: an Elman RNN whose forward and BPTT time loops are compiled kernels.
+
+``import fastrnn`` needs only NumPy, SciPy and threadpoolctl; torch and numba-cuda are optional
+and are imported only by ``fastrnn.torch`` and the 'cuda' backend.
+"""
+from . import functional
+from ._checks import ShapeError
+from .backends import BackendUnavailable, backend_status
+from .grad_mode import is_grad_enabled, no_grad
+from .rnn import RNN
+
+__version__ = "0.1.0"
+
+__all__ = ["RNN", "functional", "no_grad", "is_grad_enabled", "backend_status",
+           "BackendUnavailable", "ShapeError", "__version__"]

@@ -1,0 +1,92 @@
+"""Argument checks shared by the layer and the functional API.
+
+Every check runs in Python before any kernel does, so a kernel never sees a wrong shape or
+dtype. Messages follow torch.nn.RNN's wording where torch has one, so code and habits carry
+over; shape errors are ``ShapeError``, which is both a ValueError (NumPy's convention) and a
+RuntimeError (what torch raises), so either ``except`` clause catches them.
+"""
+import numbers
+import warnings
+
+import numpy as np
+
+SUPPORTED_DTYPES = ("float32", "float64")
+NONLINEARITIES = ("tanh", "relu")
+
+
+class ShapeError(ValueError, RuntimeError):
+    """An array has the wrong number of dimensions or the wrong size along one."""
+
+
+def check_dtype_name(dtype):
+    """'float32' or 'float64' from anything np.dtype accepts; ValueError otherwise."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return name
+
+
+def check_nonlinearity(nonlinearity):
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
+
+
+def check_constructor(input_size, hidden_size, num_layers, dropout):
+    """torch.nn.RNN's constructor checks, with its messages and its one warning."""
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if input_size < 0:
+        raise ValueError("input_size must be zero or greater")
+    if hidden_size <= 0:
+        raise ValueError("hidden_size must be greater than zero")
+    if num_layers <= 0:
+        raise ValueError("num_layers must be greater than zero")
+    if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
+            or not 0 <= dropout <= 1):
+        raise ValueError("dropout should be a number in range [0, 1] representing the "
+                         "probability of an element being zeroed")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                      "non-zero dropout expects num_layers greater than 1, but got "
+                      f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
+
+
+def check_array_dtype(what, array, dtype):
+    """TypeError that says how to convert when ``array`` is not of the layer's dtype."""
+    got = np.dtype(array.dtype).name
+    if got != dtype:
+        raise TypeError(f"Expected {what} of dtype {dtype} (the layer's dtype), got {got}. "
+                        f"Convert it with .astype(np.{dtype}), or build the layer with "
+                        f"dtype={got!r} if {got} is what you want.")
+
+
+def check_input(x, hx, input_size, num_states, hidden_size, batch_first):
+    """torch.nn.RNN.forward's checks of ``input`` and ``hx``, in torch's order."""
+    if x.ndim not in (2, 3):
+        raise ShapeError(f"RNN: Expected input to be 2D or 3D, got {x.ndim}D tensor instead")
+    batched = x.ndim == 3
+    if hx is not None and hx.ndim != x.ndim:
+        kind = "batched 3-D" if batched else "unbatched 2-D"
+        raise ShapeError(f"For {kind} input, hx should also be {x.ndim}-D but got {hx.ndim}-D tensor")
+    if x.shape[-1] != input_size:
+        raise ShapeError(f"input.size(-1) must be equal to input_size. "
+                         f"Expected {input_size}, got {x.shape[-1]}")
+    batch = (x.shape[0] if batch_first else x.shape[1]) if batched else 1
+    if hx is not None:
+        expected = (num_states, batch, hidden_size)
+        got = tuple(hx.shape) if batched else (hx.shape[0], 1) + tuple(hx.shape[1:])
+        if got != expected:
+            raise ShapeError(f"Expected hidden size {expected}, got {list(got)}")
+    steps = x.shape[1] if (batched and batch_first) else x.shape[0]
+    if steps == 0:
+        raise ShapeError("Expected sequence length to be larger than 0 in RNN")
+
+
+def check_same_shape(what, array, expected_shape):
+    if tuple(array.shape) != tuple(expected_shape):
+        raise ShapeError(f"Expected {what} of shape {tuple(expected_shape)}, got {tuple(array.shape)}")

@@ -1,0 +1,118 @@
+"""Backends: one module per device, each computing ONE layer in ONE direction.
+
+Why this shape: stacking layers, the two directions, dropout, ``batch_first`` and unbatched
+input are handled once, in ``fastrnn.functional``; a backend only needs the two kernels below
+plus a handful of array operations on its own device (allocation, copies, products by a mask).
+
+The contract every backend module meets (arrays live on the backend's device; shapes as in
+the comments; ``T >= 1``; all float arrays share one dtype, float32 or float64):
+
+    rnn_forward_<dev>(x, h0, w_ih, w_hh, bias, out, reverse, relu) -> None
+        x     [T, B, I]  C-contiguous layer input
+        h0    [B, H]     C-contiguous initial state
+        w_ih  [H, I], w_hh [H, H]  C-contiguous
+        bias  [H] or None          b_ih + b_hh, folded once by the caller
+        out   [T, B, H]  written; last axis contiguous and rows of all steps evenly spaced
+                         (strides[0] == B * strides[1]), so it may be one half of a
+                         bidirectional [T, B, 2H] buffer
+        reverse: bool   walk t = T-1 .. 0 instead of 0 .. T-1
+        relu: bool      relu instead of tanh
+
+    rnn_backward_<dev>(x, h0, w_ih, w_hh, out, grad_out, grad_hn, reverse, relu,
+                       grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)
+        out       [T, B, H]  the forward's output (the activations h_t)
+        grad_out  [T, B, H]  dL/d out, same layout rules as ``out``
+        grad_hn   [B, H]     dL/d h_n (the last state in this direction's time order)
+        grad_x    [T, B, I]  written (accumulate_x False) or added to (accumulate_x True)
+        grad_h0   [B, H]     written
+        grad_w_ih [H, I], grad_w_hh [H, H], grad_b_ih [H], grad_b_hh [H]
+                             ADDED to (parameter gradients accumulate); the biases may be None
+
+    Array operations on the device (``HostArrays`` below is the NumPy version):
+        asarray(a, dtype) / to_host(a) / empty(shape, dtype) / zeros(shape, dtype)
+        contiguous(a)       -> C-contiguous, equal to ``a`` (``a`` itself when it already is)
+        swap_batch_time(a)  -> C-contiguous copy of ``a`` with axes 0 and 1 swapped
+        copy_into(dst, src) ; multiply(a, b) -> a * b ; add(a, b) -> a + b
+        is_device_array(a)  -> whether ``a`` is this device's array rather than host memory
+"""
+import functools
+import importlib
+
+import numpy as np
+
+BACKEND_MODULES = {"numpy": "reference", "cpu": "cpu", "cuda": "cuda"}
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend was asked for by name but cannot run here; the message says why."""
+
+
+class HostArrays:
+    """Array operations for the backends whose arrays are NumPy arrays in host memory."""
+
+    @staticmethod
+    def is_device_array(a):
+        return False
+
+    @staticmethod
+    def asarray(a, dtype=None):
+        return np.asarray(a, dtype=dtype)
+
+    @staticmethod
+    def to_host(a):
+        return np.asarray(a)
+
+    @staticmethod
+    def empty(shape, dtype):
+        return np.empty(shape, dtype=dtype)
+
+    @staticmethod
+    def zeros(shape, dtype):
+        return np.zeros(shape, dtype=dtype)
+
+    @staticmethod
+    def contiguous(a):
+        return np.ascontiguousarray(a)
+
+    @staticmethod
+    def swap_batch_time(a):
+        return np.ascontiguousarray(a.swapaxes(0, 1))
+
+    @staticmethod
+    def copy_into(dst, src):
+        dst[...] = src
+
+    @staticmethod
+    def multiply(a, b):
+        return np.multiply(a, b)
+
+    @staticmethod
+    def add(a, b):
+        return np.add(a, b)
+
+
+@functools.lru_cache(maxsize=None)
+def load_backend(name):
+    """The backend module called ``name``; BackendUnavailable (with the reason) if it can't run."""
+    if name not in BACKEND_MODULES:
+        raise ValueError(f"Unknown backend {name!r}. Select from {sorted(BACKEND_MODULES)} or 'auto'.")
+    try:
+        module = importlib.import_module(f"fastrnn.backends.{BACKEND_MODULES[name]}")
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r} is not available: {exc}") from exc
+    reason = module.unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"backend {name!r} is not available: {reason}")
+    return module
+
+
+def backend_status():
+    """{name: None if usable here, else the reason it is not} for every backend."""
+    status = {}
+    for name in BACKEND_MODULES:
+        try:
+            load_backend(name)
+            status[name] = None
+        except BackendUnavailable as exc:
+            status[name] = str(exc).split(": ", 1)[1]
+    return status
