@@ -1,0 +1,19 @@
+"""Shared test helpers: tolerances per dtype and random inputs (imported by the test modules)."""
+import numpy as np
+
+# cpu vs reference: the issue's bound, relative to the scale of the expected values
+RTOL = {"float32": 1e-5, "float64": 1e-10}
+
+
+def assert_close(actual, expected, dtype, rtol=None):
+    """|actual - expected| <= rtol * max(|expected|, scale), scale = the largest |expected|."""
+    rtol = RTOL[dtype] if rtol is None else rtol
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
+    scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+def random_array(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
