@@ -60,9 +60,10 @@ def check_array_dtype(what, array, dtype):
     """TypeError that says how to convert when ``array`` is not of the layer's dtype."""
     got = np.dtype(array.dtype).name
     if got != dtype:
+        alternative = (f", or build the layer with dtype={got!r} if {got} is what you want"
+                       if got in SUPPORTED_DTYPES else "")
         raise TypeError(f"Expected {what} of dtype {dtype} (the layer's dtype), got {got}. "
-                        f"Convert it with .astype(np.{dtype}), or build the layer with "
-                        f"dtype={got!r} if {got} is what you want.")
+                        f"Convert it with .astype(np.{dtype}){alternative}.")
 
 
 def check_input(x, hx, input_size, num_states, hidden_size, batch_first):

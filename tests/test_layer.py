@@ -255,6 +255,8 @@ class TestErrors:
     def test_dtype_mismatch_says_how_to_convert(self):
         with pytest.raises(TypeError, match=r"Expected input of dtype float32.*got float64.*astype\(np.float32\)"):
             fastrnn.RNN(3, 5)(np.zeros((2, 1, 3)))
+        with pytest.raises(TypeError, match=r"got int64. Convert it with .astype\(np.float32\).$"):
+            fastrnn.RNN(3, 5)(np.zeros((2, 1, 3), np.int64))
         with pytest.raises(TypeError, match="Expected hx of dtype float64"):
             fastrnn.RNN(3, 5, dtype="float64")(np.zeros((2, 1, 3)), np.zeros((1, 1, 5), np.float32))
 
