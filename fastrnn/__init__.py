@@ -3,7 +3,7 @@
 ``import fastrnn`` needs only NumPy, SciPy and threadpoolctl; torch and numba-cuda are optional
 and are imported only by ``fastrnn.torch`` and the 'cuda' backend.
 """
-from . import functional
+from . import functional, nn
 from ._checks import ShapeError
 from .backends import BackendUnavailable, backend_status
 from .grad_mode import is_grad_enabled, no_grad
@@ -11,5 +11,5 @@ from .rnn import RNN
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "functional", "no_grad", "is_grad_enabled", "backend_status",
+__all__ = ["RNN", "functional", "nn", "no_grad", "is_grad_enabled", "backend_status",
            "BackendUnavailable", "ShapeError", "__version__"]

@@ -7,26 +7,26 @@ forward, and it checks constructor arguments. Parameters live on the device of t
 use (host memory for 'numpy' and 'cpu'); ``state_dict()`` always returns host NumPy copies.
 """
 import json
-from collections import namedtuple
 
 import numpy as np
 
 from . import _checks
+from ._parameters import ParameterStore
 from .backends import load_backend
 from .functional import (parameter_shapes, resolve_backend_name, rnn_backward, rnn_forward,
                          zero_grads)
 from .grad_mode import is_grad_enabled
 
-IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 _CONFIG_KEY = "__fastrnn_config__"
 
 
-class RNN:
+class RNN(ParameterStore):
     """Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``, like torch.nn.RNN.
 
     ``output, h_n = rnn(x, hx)`` runs it; ``grad_x, grad_hx = rnn.backward(grad_output,
     grad_h_n)`` backpropagates through the most recent forward and adds every parameter's
-    gradient into ``rnn.grads`` (cleared by ``zero_grad()``).
+    gradient into ``rnn.grads`` (cleared by ``zero_grad()``). Parameter access, state_dict
+    and zero_grad come from ParameterStore.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
@@ -58,48 +58,6 @@ class RNN:
         bound = 1.0 / np.sqrt(self.hidden_size)
         return {name: self._rng.uniform(-bound, bound, shape).astype(self.dtype)
                 for name, shape in self._parameter_shapes().items()}
-
-    def __getattr__(self, name):
-        params = self.__dict__.get("_params", {})
-        if name in params:
-            return params[name]
-        raise AttributeError(f"'RNN' object has no attribute {name!r}")
-
-    def named_parameters(self):
-        """(name, array) pairs in torch's order; the arrays are the layer's own (not copies)."""
-        return list(self._params.items())
-
-    def parameters(self):
-        return list(self._params.values())
-
-    def state_dict(self):
-        """{name: host NumPy copy} in torch's names and order."""
-        return {name: np.array(self._arrays.to_host(p)) for name, p in self._params.items()}
-
-    def load_state_dict(self, state_dict, strict=True):
-        """Copy parameters in from anything np.asarray accepts (a torch state_dict works)."""
-        shapes = self._parameter_shapes()
-        missing = [name for name in shapes if name not in state_dict]
-        unexpected = [name for name in state_dict if name not in shapes]
-        if strict and (missing or unexpected):
-            raise RuntimeError("Error(s) in loading state_dict for RNN: "
-                               f"missing key(s) {missing}, unexpected key(s) {unexpected}")
-        incoming = {}
-        for name in shapes:
-            if name in state_dict:
-                value = np.asarray(state_dict[name])
-                if value.shape != shapes[name]:
-                    raise RuntimeError(f"size mismatch for {name}: copying a param with shape "
-                                       f"{value.shape} from checkpoint, the shape in current "
-                                       f"model is {shapes[name]}.")
-                incoming[name] = value.astype(self.dtype)
-        for name, value in incoming.items():        # all checked first: no partial load
-            self._arrays.copy_into(self._params[name], self._arrays.asarray(value))
-        return IncompatibleKeys(missing, unexpected)
-
-    def zero_grad(self):
-        for grad in self.grads.values():
-            self._arrays.copy_into(grad, self._arrays.zeros(grad.shape, grad.dtype))
 
     # ----------------------------------------------------------------- modes and devices
     def train(self, mode=True):

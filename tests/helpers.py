@@ -17,3 +17,22 @@ def assert_close(actual, expected, dtype, rtol=None):
 
 def random_array(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
+
+
+def central_difference(loss_of, array, index, eps=1e-6):
+    """d loss_of() / d array[index] by central differences; ``array`` is restored afterwards."""
+    saved = array[index]
+    array[index] = saved + eps
+    plus = loss_of()
+    array[index] = saved - eps
+    minus = loss_of()
+    array[index] = saved
+    return (plus - minus) / (2 * eps)
+
+
+def numerical_gradient(loss_of, array, eps=1e-6):
+    """Central differences of the scalar ``loss_of()`` w.r.t. every element of ``array``."""
+    grad = np.zeros_like(array)
+    for index in np.ndindex(array.shape):
+        grad[index] = central_difference(loss_of, array, index, eps)
+    return grad

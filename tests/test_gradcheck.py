@@ -3,9 +3,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-
-EPS = 1e-6
-
+from helpers import central_difference
 
 def loss_and_upstream(rng, layer, x, hx):
     """A scalar loss L = sum(out * A) + sum(h_n * C) with fixed random A, C."""
@@ -18,21 +16,6 @@ def loss_and_upstream(rng, layer, x, hx):
             o, h = layer(x, hx)
         return float(np.sum(o * weight_out) + np.sum(h * weight_hn))
     return loss, weight_out, weight_hn
-
-
-def numeric_grad(loss, array, rng, samples=6):
-    """(indices, central-difference derivatives) at a few random entries of ``array``."""
-    indices = [tuple(rng.integers(0, n) for n in array.shape) for _ in range(samples)]
-    derivatives = []
-    for index in indices:
-        saved = array[index]
-        array[index] = saved + EPS
-        plus = loss()
-        array[index] = saved - EPS
-        minus = loss()
-        array[index] = saved
-        derivatives.append((plus - minus) / (2 * EPS))
-    return indices, derivatives
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
@@ -50,6 +33,7 @@ def test_reference_gradients_match_finite_differences(nonlinearity, bidirectiona
     targets = [("input", x, grad_x), ("hx", hx, grad_hx)]
     targets += [(name, param, layer.grads[name]) for name, param in layer.named_parameters()]
     for what, array, analytic in targets:
-        indices, numeric = numeric_grad(loss, array, rng)
-        for index, value in zip(indices, numeric):
-            assert analytic[index] == pytest.approx(value, rel=1e-5, abs=1e-7), (what, index)
+        for _ in range(6):            # a few random entries of each array
+            index = tuple(rng.integers(0, n) for n in array.shape)
+            numeric = central_difference(loss, array, index)
+            assert analytic[index] == pytest.approx(numeric, rel=1e-5, abs=1e-7), (what, index)
