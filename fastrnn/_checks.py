@@ -34,18 +34,8 @@ def check_nonlinearity(nonlinearity):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
 
 
-def check_constructor(input_size, hidden_size, num_layers, dropout):
-    """torch.nn.RNN's constructor checks, with its messages and its one warning."""
-    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
-    if input_size < 0:
-        raise ValueError("input_size must be zero or greater")
-    if hidden_size <= 0:
-        raise ValueError("hidden_size must be greater than zero")
-    if num_layers <= 0:
-        raise ValueError("num_layers must be greater than zero")
+def check_constructor(input_size, hidden_size, num_layers, dropout, bias=True, batch_first=False):
+    """torch.nn.RNN's constructor checks, in its order, with its messages and its one warning."""
     if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
             or not 0 <= dropout <= 1):
         raise ValueError("dropout should be a number in range [0, 1] representing the "
@@ -54,6 +44,15 @@ def check_constructor(input_size, hidden_size, num_layers, dropout):
         warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
                       "non-zero dropout expects num_layers greater than 1, but got "
                       f"dropout={dropout} and num_layers={num_layers}", stacklevel=3)
+    for name, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be greater than zero")
 
 
 def check_array_dtype(what, array, dtype):

@@ -32,10 +32,10 @@ class RNN(ParameterStore):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, *, dtype="float32",
                  backend="auto", seed=None):
-        _checks.check_constructor(input_size, hidden_size, num_layers, dropout)
         _checks.check_nonlinearity(nonlinearity)
+        _checks.check_constructor(input_size, hidden_size, num_layers, dropout, bias, batch_first)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.nonlinearity, self.bias, self.batch_first = nonlinearity, bool(bias), bool(batch_first)
+        self.nonlinearity, self.bias, self.batch_first = nonlinearity, bias, batch_first
         self.dropout, self.bidirectional = float(dropout), bool(bidirectional)
         self.dtype = _checks.check_dtype_name(dtype)
         if backend != "auto":

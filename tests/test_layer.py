@@ -264,6 +264,8 @@ class TestErrors:
         (dict(nonlinearity="gelu"), ValueError, "Unknown nonlinearity 'gelu'. Select from 'tanh' or 'relu'."),
         (dict(hidden_size=4.0), TypeError, "hidden_size should be of type int, got: float"),
         (dict(hidden_size=0), ValueError, "hidden_size must be greater than zero"),
+        (dict(input_size=0), ValueError, "input_size must be greater than zero"),
+        (dict(bias=1), TypeError, "bias should be of type bool, got: int"),
         (dict(num_layers=0), ValueError, "num_layers must be greater than zero"),
         (dict(dropout=1.5), ValueError, "dropout should be a number in range [0, 1]"),
         (dict(dropout=True), ValueError, "dropout should be a number in range [0, 1]"),

@@ -118,6 +118,8 @@ def test_forward_error_messages_match_torch(case):
 @pytest.mark.parametrize("kwargs", [
     dict(nonlinearity="gelu"), dict(hidden_size=4.0), dict(hidden_size=0), dict(hidden_size=-1),
     dict(num_layers=0), dict(dropout=1.5), dict(dropout=-0.1), dict(dropout=True),
+    dict(input_size=0), dict(input_size=2.0), dict(bias=1), dict(batch_first="yes"),
+    dict(nonlinearity="gelu", hidden_size=0), dict(dropout=2, bias=1), dict(bias=1, hidden_size=0),
 ])
 def test_constructor_messages_match_torch(kwargs):
     arguments = {"input_size": 3, "hidden_size": 5, **kwargs}
