@@ -73,16 +73,18 @@ def check_input(x, hx, input_size, num_states, hidden_size, batch_first):
     if hx is not None and hx.ndim != x.ndim:
         kind = "batched 3-D" if batched else "unbatched 2-D"
         raise ShapeError(f"For {kind} input, hx should also be {x.ndim}-D but got {hx.ndim}-D tensor")
-    if x.shape[-1] != input_size:
+    shape = tuple(x.shape)      # a plain tuple whatever the array type (device arrays too)
+    if shape[-1] != input_size:
         raise ShapeError(f"input.size(-1) must be equal to input_size. "
-                         f"Expected {input_size}, got {x.shape[-1]}")
-    batch = (x.shape[0] if batch_first else x.shape[1]) if batched else 1
+                         f"Expected {input_size}, got {shape[-1]}")
+    batch = (shape[0] if batch_first else shape[1]) if batched else 1
     if hx is not None:
         expected = (num_states, batch, hidden_size)
-        got = tuple(hx.shape) if batched else (hx.shape[0], 1) + tuple(hx.shape[1:])
+        hx_shape = tuple(hx.shape)
+        got = hx_shape if batched else (hx_shape[0], 1) + hx_shape[1:]
         if got != expected:
             raise ShapeError(f"Expected hidden size {expected}, got {list(got)}")
-    steps = x.shape[1] if (batched and batch_first) else x.shape[0]
+    steps = shape[1] if (batched and batch_first) else shape[0]
     if steps == 0:
         raise ShapeError("Expected sequence length to be larger than 0 in RNN")
 

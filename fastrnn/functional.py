@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _checks
-from .backends import load_backend
+from .backends import is_cuda_array, load_backend
 
 
 def parameter_names(num_layers, bidirectional, bias):
@@ -90,9 +90,9 @@ def check_parameters(weights, structure):
 
 
 def resolve_backend_name(backend, x):
-    """'auto' means 'cuda' for a device array (``__cuda_array_interface__``), 'cpu' otherwise."""
+    """'auto' means 'cuda' for a device array (see is_cuda_array), 'cpu' otherwise."""
     if backend == "auto":
-        return "cuda" if hasattr(x, "__cuda_array_interface__") else "cpu"
+        return "cuda" if is_cuda_array(x) else "cpu"
     return backend
 
 

@@ -43,6 +43,12 @@ import numpy as np
 BACKEND_MODULES = {"numpy": "reference", "cpu": "cpu", "cuda": "cuda"}
 
 
+def is_cuda_array(a):
+    """Whether ``a`` lives in GPU memory: a numba device array (also the simulator's) or any
+    object exporting ``__cuda_array_interface__`` (CuPy arrays, torch CUDA tensors)."""
+    return bool(getattr(a, "__cuda_ndarray__", False)) or hasattr(a, "__cuda_array_interface__")
+
+
 class BackendUnavailable(RuntimeError):
     """A backend was asked for by name but cannot run here; the message says why."""
 
