@@ -1,4 +1,6 @@
 """Shared test helpers: tolerances per dtype and random inputs (imported by the test modules)."""
+import warnings
+
 import numpy as np
 
 # cpu vs reference: the issue's bound, relative to the scale of the expected values
@@ -36,3 +38,14 @@ def numerical_gradient(loss_of, array, eps=1e-6):
     for index in np.ndindex(array.shape):
         grad[index] = central_difference(loss_of, array, index, eps)
     return grad
+
+
+def raised_by(call):
+    """(exception type, message) that ``call()`` raises, warnings silenced; fails if none."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call()
+    except Exception as exc:   # noqa: BLE001 - the point is to capture whatever was raised
+        return type(exc), str(exc)
+    raise AssertionError("no exception raised")

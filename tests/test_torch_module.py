@@ -1,7 +1,6 @@
 """fastrnn.torch.RNN as a drop-in torch.nn.RNN: numbers, gradients, errors, training."""
 import subprocess
 import sys
-import warnings
 
 import pytest
 
@@ -12,6 +11,7 @@ from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import fastrnn.functional  # noqa: E402
 from fastrnn.torch import RNN  # noqa: E402
+from helpers import raised_by  # noqa: E402
 
 # torch computes with its own BLAS and libm tanh: float32 agrees to a few ulps per step
 TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
@@ -287,14 +287,7 @@ def test_dropout_one_feeds_zeros_to_the_upper_layer():
 
 
 # ----------------------------------------------------------------------------- errors
-def message_and_type(call):
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            call()
-    except Exception as exc:   # noqa: BLE001 - the point is to capture whatever was raised
-        return type(exc), str(exc)
-    raise AssertionError("no exception raised")
+message_and_type = raised_by     # (exception type, message): both must match nn.RNN
 
 
 BAD_FORWARDS = {   # name: (constructor kwargs, input, hx)
