@@ -1,0 +1,148 @@
+/* One instruction-set variant of the recurrent-step product; included by step_gemm.h once per
+ * variant (a C "template"): the includer defines
+ *     SUFFIX  name suffix of the functions made here         (e.g. avx512)
+ *     VW      floats per SIMD vector                          (16 for AVX-512)
+ *     NV      vectors per row of a packed panel, NR = NV*VW   (panel width in columns)
+ *     MR      rows of C a register tile holds                 (MR*NV accumulators)
+ * and wraps the include in a target pragma, so the plain C below is compiled for that ISA.
+ *
+ * The tile keeps MR x NR sums in registers while it walks the whole K dimension: per k it loads
+ * NV vectors of the packed panel once and broadcasts one element of each of the MR rows of A.
+ * MR and NV are chosen per ISA so that the accumulators, the panel vectors and the broadcast
+ * fit the register file (32 zmm for AVX-512, 16 ymm for AVX2, 16 xmm for SSE2/NEON).
+ */
+#define NR (NV * VW)
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUFFIX)
+
+/* aligned(4): loads and stores through this type may be unaligned (C rows are arbitrary). */
+typedef float FN(vec) __attribute__((vector_size(VW * sizeof(float)), aligned(4)));
+
+/* Applies the epilogue to one row of n floats of C (h: the matching row of the layer output). */
+static void FN(epilogue_row)(float *restrict c, int n, int epilogue, const float *restrict h)
+{
+    int j;
+    switch (epilogue) {
+    case STEP_TANH:
+        for (j = 0; j < n; j++) c[j] = tanh_f32(c[j]);
+        break;
+    case STEP_RELU:
+        for (j = 0; j < n; j++) c[j] = c[j] <= 0.0f ? 0.0f : c[j];   /* NaN passes, as np.maximum */
+        break;
+    case STEP_TANH_GRAD:
+        for (j = 0; j < n; j++) c[j] = c[j] * (1.0f - h[j] * h[j]);
+        break;
+    case STEP_RELU_GRAD:
+        for (j = 0; j < n; j++) c[j] = h[j] > 0.0f ? c[j] : 0.0f;
+        break;
+    default:
+        break;
+    }
+}
+
+/* C[mr, ncols] = epilogue(C + A[mr, K] . panel[K, NR]); mr is a constant after inlining, so the
+ * accumulators live in registers. With one or two rows the FMA chains are too few to hide the
+ * FMA latency, so those tiles sum even and odd k into separate accumulators. */
+static inline __attribute__((always_inline)) void FN(tile)(
+    const int mr, const int K,
+    const float *restrict a, const ptrdiff_t lda,       /* [mr, K] rows lda apart */
+    const float *restrict panel,                         /* [K, NR] packed, contiguous */
+    float *restrict c, const ptrdiff_t ldc,              /* [mr, ncols] rows ldc apart */
+    const int ncols, const int epilogue,
+    const float *restrict h, const ptrdiff_t ldh)        /* [mr, ncols] or NULL */
+{
+    enum { SPLIT = 2 };
+    const int split = mr <= 2 ? SPLIT : 1;
+    FN(vec) acc[SPLIT][MR][NV];
+    int i, v, k, s;
+    for (s = 0; s < split; s++)
+        for (i = 0; i < mr; i++)
+            for (v = 0; v < NV; v++) acc[s][i][v] = (FN(vec)){0};
+    for (k = 0; k + split <= K; k += split) {
+        for (s = 0; s < split; s++) {
+            const FN(vec) *b = (const FN(vec) *)(panel + (ptrdiff_t)(k + s) * NR);
+            for (i = 0; i < mr; i++) {
+                const float ai = a[i * lda + k + s];
+                for (v = 0; v < NV; v++) acc[s][i][v] += ai * b[v];
+            }
+        }
+    }
+    for (; k < K; k++) {                                 /* odd K with a split tile */
+        const FN(vec) *b = (const FN(vec) *)(panel + (ptrdiff_t)k * NR);
+        for (i = 0; i < mr; i++)
+            for (v = 0; v < NV; v++) acc[0][i][v] += a[i * lda + k] * b[v];
+    }
+    for (s = 1; s < split; s++)
+        for (i = 0; i < mr; i++)
+            for (v = 0; v < NV; v++) acc[0][i][v] += acc[s][i][v];
+    for (i = 0; i < mr; i++) {
+        float *ci = c + i * ldc;
+        if (ncols == NR) {
+            for (v = 0; v < NV; v++) ((FN(vec) *)ci)[v] += acc[0][i][v];
+        } else {                                          /* the last, partial panel */
+            float sums[NR];
+            int j;
+            memcpy(sums, acc[0][i], sizeof(sums));
+            for (j = 0; j < ncols; j++) ci[j] += sums[j];
+        }
+        FN(epilogue_row)(ci, ncols, epilogue, h ? h + i * ldh : NULL);
+    }
+}
+
+#define TILE_CASE(rows) \
+    case rows: FN(tile)(rows, K, a_rows, lda, panel, c_rows, ldc, ncols, epilogue, h_rows, ldh); break;
+
+/* C[M, N] = epilogue(C + A[M, K] . B[K, N]), B packed by pack_panels with this variant's NR,
+ * for the column panels [panel_begin, panel_end) only (threads share a step by panels). */
+static void FN(step_gemm)(int M, int N, int K, const float *a, ptrdiff_t lda, const float *packed,
+                          float *c, ptrdiff_t ldc, int epilogue, const float *h, ptrdiff_t ldh,
+                          int panel_begin, int panel_end)
+{
+    int p, i0;
+    for (p = panel_begin; p < panel_end && p * NR < N; p++) {   /* panel outer: it stays in cache */
+        const int ncols = N - p * NR < NR ? N - p * NR : NR;
+        const float *panel = packed + (ptrdiff_t)p * K * NR;
+        for (i0 = 0; i0 < M; i0 += MR) {
+            const float *a_rows = a + i0 * lda;
+            float *c_rows = c + i0 * ldc + p * NR;
+            const float *h_rows = h ? h + i0 * ldh + p * NR : NULL;
+            switch (M - i0 < MR ? M - i0 : MR) {
+#if MR >= 8
+            TILE_CASE(8)
+#endif
+#if MR >= 7
+            TILE_CASE(7)
+#endif
+#if MR >= 6
+            TILE_CASE(6)
+#endif
+#if MR >= 5
+            TILE_CASE(5)
+#endif
+#if MR >= 4
+            TILE_CASE(4)
+#endif
+#if MR >= 3
+            TILE_CASE(3)
+#endif
+            TILE_CASE(2)
+            TILE_CASE(1)
+            }
+        }
+    }
+}
+
+/* Applies the epilogue alone to C[M, N] (the step that has no product before it). */
+static void FN(epilogue_only)(int M, int N, float *c, ptrdiff_t ldc, int epilogue,
+                              const float *h, ptrdiff_t ldh)
+{
+    int i;
+    for (i = 0; i < M; i++) FN(epilogue_row)(c + i * ldc, N, epilogue, h ? h + i * ldh : NULL);
+}
+
+#undef TILE_CASE
+#undef NR
+#undef FN
+#undef CAT
+#undef CAT_
