@@ -170,13 +170,17 @@ static void pack_panels(const float *w, ptrdiff_t ldw, int K, int N, int w_is_tr
     int p, k, j;
     for (p = 0; p * width < N; p++) {
         float *panel = packed + (ptrdiff_t)p * K * width;
-        for (k = 0; k < K; k++) {
-            for (j = 0; j < width; j++) {
-                const int n = p * width + j;
-                float value = 0.0f;
-                if (n < N) value = w_is_transposed ? w[n * ldw + k] : w[k * ldw + n];
-                panel[(ptrdiff_t)k * width + j] = value;
+        const int columns = N - p * width < width ? N - p * width : width;
+        if (columns < width) memset(panel, 0, (size_t)K * width * sizeof(float));
+        if (w_is_transposed) {          /* read each row of w once, in order */
+            for (j = 0; j < columns; j++) {
+                const float *row = w + (ptrdiff_t)(p * width + j) * ldw;
+                for (k = 0; k < K; k++) panel[(ptrdiff_t)k * width + j] = row[k];
             }
+        } else {
+            for (k = 0; k < K; k++)
+                memcpy(panel + (ptrdiff_t)k * width, w + (ptrdiff_t)k * ldw + p * width,
+                       (size_t)columns * sizeof(float));
         }
     }
 }

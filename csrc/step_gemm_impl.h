@@ -18,6 +18,47 @@
 
 /* aligned(4): loads and stores through this type may be unaligned (C rows are arbitrary). */
 typedef float FN(vec) __attribute__((vector_size(VW * sizeof(float)), aligned(4)));
+typedef int FN(mask) __attribute__((vector_size(VW * sizeof(float)), aligned(4)));
+
+/* Lane-wise `mask ? a : b` (vector comparisons give all-ones or all-zeros lanes). */
+static inline FN(vec) FN(select)(FN(mask) mask, FN(vec) a, FN(vec) b)
+{
+    return (FN(vec))(((FN(mask))a & mask) | ((FN(mask))b & ~mask));
+}
+
+/* tanh_f32 (step_gemm.h) on a whole vector: the same formula, clamp and operation order. */
+static inline FN(vec) FN(tanh_vec)(FN(vec) v)
+{
+    const FN(vec) one = (FN(vec)){0} + 1.0f, clamp = one * 7.90531110763549805f;
+    FN(vec) s;
+    v = FN(select)(v > clamp, clamp, v);
+    v = FN(select)(v < -clamp, -clamp, v);
+    s = v * v;
+    return v * (9.999999984e-01f + s * (1.312633455e-01f + s * (3.151615143e-03f
+           + s * (1.166729047e-05f + s * (-2.242689466e-08f + s * (6.428730564e-11f
+           + s * -1.176104782e-13f))))))
+        / (one + s * (4.645966619e-01f + s * (2.468386526e-02f + s * 2.616320310e-04f)));
+}
+
+/* One full row of a tile: c[0:NR] = epilogue(c + sums), in registers (h: [NR] or NULL). */
+static inline __attribute__((always_inline)) void FN(store_row)(
+    float *restrict c, const FN(vec) *sums, int epilogue, const float *restrict h)
+{
+    FN(vec) *cv = (FN(vec) *)c;
+    const FN(vec) *hv = (const FN(vec) *)h, zero = {0};
+    int v;
+    for (v = 0; v < NV; v++) {
+        FN(vec) r = cv[v] + sums[v];
+        switch (epilogue) {
+        case STEP_TANH: r = FN(tanh_vec)(r); break;
+        case STEP_RELU: r = FN(select)(r <= zero, zero, r); break;   /* NaN passes */
+        case STEP_TANH_GRAD: r = r * (1.0f - hv[v] * hv[v]); break;
+        case STEP_RELU_GRAD: r = FN(select)(hv[v] > zero, r, zero); break;
+        default: break;
+        }
+        cv[v] = r;
+    }
+}
 
 /* Applies the epilogue to one row of n floats of C (h: the matching row of the layer output). */
 static void FN(epilogue_row)(float *restrict c, int n, int epilogue, const float *restrict h)
@@ -78,15 +119,16 @@ static inline __attribute__((always_inline)) void FN(tile)(
             for (v = 0; v < NV; v++) acc[0][i][v] += acc[s][i][v];
     for (i = 0; i < mr; i++) {
         float *ci = c + i * ldc;
+        const float *hi = h ? h + i * ldh : NULL;
         if (ncols == NR) {
-            for (v = 0; v < NV; v++) ((FN(vec) *)ci)[v] += acc[0][i][v];
+            FN(store_row)(ci, acc[0][i], epilogue, hi);
         } else {                                          /* the last, partial panel */
             float sums[NR];
             int j;
             memcpy(sums, acc[0][i], sizeof(sums));
             for (j = 0; j < ncols; j++) ci[j] += sums[j];
+            FN(epilogue_row)(ci, ncols, epilogue, hi);
         }
-        FN(epilogue_row)(ci, ncols, epilogue, h ? h + i * ldh : NULL);
     }
 }
 

@@ -497,6 +497,20 @@ def progress_bar(total, enabled):
 
 
 # ----------------------------------------------------------------------------- main
+def parse_shape(text):
+    """'T,B,I,H[,L[,bi|no]]' -> Shape; argparse turns the ValueError into a usage error."""
+    parts = text.split(",")
+    if not 4 <= len(parts) <= 6 or (len(parts) == 6 and parts[5] not in ("bi", "no")):
+        raise argparse.ArgumentTypeError(f"expected T,B,I,H[,layers[,bi|no]], got {text!r}")
+    try:
+        sizes = [int(p) for p in parts[:5]]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers in {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"sizes must be >= 1, got {text!r}")
+    return Shape(*sizes, bidirectional=parts[5:] == ["bi"], group="custom")
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m fastrnn bench",
@@ -509,6 +523,9 @@ def parse_args(argv):
                              "shapes (default; about a minute); deepbench: DeepBench training, "
                              "T=50, H in 1760/2048/2560, B in 16..128 (many minutes); all: "
                              "both; tiny: two toy shapes, seconds (smoke tests)")
+    parser.add_argument("--shape", action="append", type=parse_shape, metavar="T,B,I,H[,L,bi]",
+                        help="measure this shape instead of a set (repeatable); L: layers "
+                             "(default 1), bi: 'bi' for bidirectional (default 'no')")
     parser.add_argument("--threads", type=int, default=1,
                         help="BLAS threads for every library, and torch's threads (default 1)")
     parser.add_argument("--backends", nargs="+", default=None, metavar="NAME",
@@ -553,12 +570,13 @@ def run(args):
     backends = [name for name, reason in availability.items() if reason is None]
     skipped = {name: reason for name, reason in availability.items() if reason is not None}
     set_threads(args.threads, backends)
-    shapes = SHAPE_SETS[args.shapes]
+    shapes = args.shape or SHAPE_SETS[args.shapes]
     clock = Clock(args.clock, args.threads)
     report = {"schema": "fastrnn-bench/1", "command": sys.argv,
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "machine": machine_description(), "libraries": library_versions(),
-              "settings": {"shapes": args.shapes, "threads": args.threads,
+              "settings": {"shapes": "custom" if args.shape else args.shapes,
+                           "threads": args.threads,
                            "repeats": args.repeats, "clock": args.clock, "dtype": "float32",
                            "min_sample_s": args.min_sample, "backends": backends},
               "skipped": skipped, "blas": blas_description(backends), "results": []}

@@ -123,6 +123,9 @@ def test_plot_is_written(tmp_path):
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--clock", "cpu", "--threads", "2"], "--clock cpu adds up the time of all threads"),
     (["--shapes", "huge"], "invalid choice: 'huge'"),
+    (["--shape", "10,2,8"], "expected T,B,I,H[,layers[,bi|no]], got '10,2,8'"),
+    (["--shape", "10,2,8,0"], "sizes must be >= 1, got '10,2,8,0'"),
+    (["--shape", "10,2,8,8,1,yes"], "expected T,B,I,H[,layers[,bi|no]]"),
 ])
 def test_bad_arguments_are_refused_with_a_clear_message(args, message):
     done = run_bench(args)
@@ -145,3 +148,15 @@ def test_shape_sets_hold_the_issue_shapes():
     deepbench = {(s.T, s.B, s.I, s.H) for s in bench.SHAPE_SETS["deepbench"]}
     assert deepbench == {(50, b, h, h) for h in (1760, 2048, 2560) for b in (16, 32, 64, 128)}
     assert bench.SHAPE_SETS["all"] == bench.SHAPE_SETS["small"] + bench.SHAPE_SETS["deepbench"]
+
+
+def test_custom_shapes_replace_the_set(tmp_path):
+    path = tmp_path / "custom.json"
+    done = run_bench(QUICK + ["--backends", "cpu", "--shape", "3,2,5,6", "--shape", "4,1,3,5,2,bi",
+                              "--json", str(path)])
+    assert done.returncode == 0, done.stderr
+    record = json.loads(path.read_text())
+    assert record["settings"]["shapes"] == "custom"
+    shapes = [r["shape"] for r in record["results"]]
+    assert [s["label"] for s in shapes] == ["3,2,5,6,1,no", "4,1,3,5,2,bi"]
+    assert shapes[1]["layers"] == 2 and shapes[1]["bidirectional"] is True
