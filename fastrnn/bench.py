@@ -327,6 +327,7 @@ def blas_description(backends):
     try:
         from .backends import cpu
         described["fastrnn_kernels (scipy)"]["coretype_choice"] = cpu.coretype_report()
+        described["fastrnn_kernels (scipy)"]["load_settings"] = cpu.openblas_setup_report()
         described["fastrnn_step_kernel"] = cpu.step_kernel_name()
     except (ImportError, AttributeError, TypeError):
         pass

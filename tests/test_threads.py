@@ -190,14 +190,17 @@ from fastrnn import threads
 from fastrnn.backends import cpu
 print(json.dumps({{"kernels": threads.kernel_blas()["architecture"],
                   "report": cpu.coretype_report(),
-                  "env_after": os.environ.get("OPENBLAS_CORETYPE")}}))
+                  "setup": cpu.openblas_setup_report(),
+                  "env_after": os.environ.get("OPENBLAS_CORETYPE"),
+                  "timeout_env_after": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}}))
 """
 
 
 def probe(env_changes, prelude=""):
     """Imports fastrnn in a fresh interpreter; returns what its kernels' BLAS picked."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", cpu.CORETYPE_SETTING)}
+           if k not in [name for variable, (override, _) in cpu.LOAD_SETTINGS.items()
+                        for name in (variable, override)]}
     env.update(env_changes)
     done = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude)], env=env,
                           capture_output=True, text=True, timeout=120)
@@ -222,6 +225,17 @@ def test_fastrnn_requests_avx512_kernels_when_the_cpu_has_them():
 
 
 @needs_openblas
+def test_fastrnn_shortens_openblas_thread_spinning_unless_told_otherwise():
+    assert "16 (2^16 cycles) requested by fastrnn" in probe({})["setup"]["OPENBLAS_THREAD_TIMEOUT"]
+    assert probe({})["timeout_env_after"] is None
+    user = probe({"OPENBLAS_THREAD_TIMEOUT": "20"})
+    assert user["setup"]["OPENBLAS_THREAD_TIMEOUT"] == "OPENBLAS_THREAD_TIMEOUT=20 set by the user"
+    assert user["timeout_env_after"] == "20"
+    off = probe({"FASTRNN_OPENBLAS_THREAD_TIMEOUT": "off"})
+    assert "OpenBLAS's default" in off["setup"]["OPENBLAS_THREAD_TIMEOUT"]
+
+
+@needs_openblas
 def test_coretype_setting_asks_for_another_coretype():
     result = probe({cpu.CORETYPE_SETTING: "Haswell"})
     assert result["kernels"] == "Haswell"
@@ -240,11 +254,12 @@ def test_users_openblas_coretype_wins():
 @needs_openblas
 def test_coretype_choice_can_be_turned_off():
     result = probe({cpu.CORETYPE_SETTING: "off"})
-    assert f"chosen by OpenBLAS ({cpu.CORETYPE_SETTING}=off)" in result["report"]
+    assert f"OpenBLAS's default ({cpu.CORETYPE_SETTING}=off)" in result["report"]
 
 
 @needs_openblas
 def test_report_says_when_scipy_was_loaded_first():
     result = probe({cpu.CORETYPE_SETTING: "Haswell"}, prelude="import scipy.linalg")
     assert "loaded before fastrnn's kernels" in result["report"]
+    assert "loaded before fastrnn's kernels" in result["setup"]["OPENBLAS_THREAD_TIMEOUT"]
     assert result["kernels"] != "Haswell" or not cpu._cpu_runs_avx512()

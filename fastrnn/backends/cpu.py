@@ -6,19 +6,24 @@ gradients that are not wanted, the scratch buffer that BPTT accumulates dL/da_t 
 allocation per call, none per step), and how many threads share each time step.
 Arrays are host NumPy arrays (see HostArrays).
 
-Why it chooses OpenBLAS's kernels: OpenBLAS picks its compute kernels once, when the library
-loads, and on some CPUs that pick depends on the machine's load at that moment (AVX-512
-"SkylakeX" kernels on a quiet machine, AVX2 "Haswell" ones when a core is busy: half the
-speed for the life of the process). ``OPENBLAS_CORETYPE``, read at load time, fixes the pick.
-So, just before the kernels load SciPy's BLAS, this module sets it to "SkylakeX" when the
-CPU runs AVX-512 (as NumPy's CPU detection reports it), and removes it again right after, so
-no other library and no child process sees it. The user stays in charge:
-  - ``OPENBLAS_CORETYPE`` set by the user is left alone;
-  - ``FASTRNN_OPENBLAS_CORETYPE=<name>`` asks for another coretype, ``=off`` lets OpenBLAS
-    choose by itself;
-  - when SciPy's BLAS was loaded before fastrnn (e.g. ``import scipy.linalg`` first), its
-    kernels are already chosen; ``coretype_report()`` (shown by ``python -m fastrnn info``
-    and ``bench``) says so.
+Why it sets OpenBLAS up: OpenBLAS reads some settings once, when the library loads, and
+two of its defaults cost fastrnn dearly:
+  - ``OPENBLAS_CORETYPE``: OpenBLAS picks its compute kernels at load time, and on some CPUs
+    the pick depends on the machine's load at that moment (AVX-512 "SkylakeX" kernels on a
+    quiet machine, AVX2 "Haswell" ones when a core is busy: half the speed for the life of
+    the process). fastrnn asks for "SkylakeX" when the CPU runs AVX-512 (as NumPy's runtime
+    CPU detection reports it).
+  - ``OPENBLAS_THREAD_TIMEOUT``: after a multi-threaded product OpenBLAS's idle threads spin
+    for 2^28 cycles (~0.1 s) before sleeping; the step kernel's own threads, which start right
+    after the input projection, then find the other cores taken (measured: 2 threads no faster
+    than 1 on a DeepBench forward; 1.9x with the spin shortened). fastrnn asks for 2^16
+    cycles (~25 us): products big enough to be threaded pay one wake-up of ~10 us instead.
+Each variable is set just before the kernels load SciPy's BLAS and removed right after, so
+no other library and no child process sees it. The user stays in charge: a variable the
+user set is left alone; ``FASTRNN_OPENBLAS_CORETYPE`` / ``FASTRNN_OPENBLAS_THREAD_TIMEOUT``
+ask for another value, or ``off`` for OpenBLAS's default. When SciPy's BLAS was loaded before
+fastrnn (e.g. ``import scipy.linalg`` first), nothing can be changed any more;
+``openblas_setup_report()`` (shown by ``python -m fastrnn bench``) says what happened.
 """
 import os
 
@@ -34,8 +39,8 @@ ARRAYS = HostArrays
 # multiply-adds take about 50 us on one core).
 STEP_THREADING_MIN_MACS = 1 << 22
 
-CORETYPE_SETTING = "FASTRNN_OPENBLAS_CORETYPE"
 _AVX512_CORETYPE = "SkylakeX"
+_THREAD_TIMEOUT = "16"        # OpenBLAS's unit: 2^16 cycles of spinning before a thread sleeps
 
 
 def _cpu_runs_avx512():
@@ -51,41 +56,58 @@ def _cpu_runs_avx512():
     return bool(__cpu_features__.get("AVX512_SKX"))
 
 
-def _coretype_request():
-    """(coretype to request or None, why) before SciPy's BLAS loads."""
-    if os.environ.get("OPENBLAS_CORETYPE"):
-        return None, f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} set by the user"
-    setting = os.environ.get(CORETYPE_SETTING, "auto").strip()
-    if setting.lower() in ("off", "none", "0"):
-        return None, f"chosen by OpenBLAS ({CORETYPE_SETTING}={setting})"
-    if threads.kernel_blas_loaded():
-        return None, ("chosen by OpenBLAS: SciPy's BLAS was loaded before fastrnn's kernels "
-                      "(e.g. by an earlier `import scipy.linalg`); import fastrnn first or set "
-                      "OPENBLAS_CORETYPE to fix the choice")
-    if setting.lower() != "auto":
-        return setting, f"{setting} requested by {CORETYPE_SETTING}"
+def _fastest_coretype():
     if _cpu_runs_avx512():
-        return _AVX512_CORETYPE, (f"{_AVX512_CORETYPE} requested by fastrnn (the CPU runs "
-                                  f"AVX-512; {CORETYPE_SETTING}=off lets OpenBLAS choose)")
-    return None, "chosen by OpenBLAS (the CPU does not run AVX-512)"
+        return _AVX512_CORETYPE, f"{_AVX512_CORETYPE} requested by fastrnn (the CPU runs AVX-512)"
+    return None, "OpenBLAS's choice (the CPU does not run AVX-512)"
+
+
+def _short_thread_timeout():
+    return _THREAD_TIMEOUT, f"{_THREAD_TIMEOUT} (2^{_THREAD_TIMEOUT} cycles) requested by fastrnn"
+
+
+# OpenBLAS variable -> (fastrnn's variable to change or turn off its choice, fastrnn's choice)
+LOAD_SETTINGS = {"OPENBLAS_CORETYPE": ("FASTRNN_OPENBLAS_CORETYPE", _fastest_coretype),
+                 "OPENBLAS_THREAD_TIMEOUT": ("FASTRNN_OPENBLAS_THREAD_TIMEOUT",
+                                             _short_thread_timeout)}
+CORETYPE_SETTING = LOAD_SETTINGS["OPENBLAS_CORETYPE"][0]
+
+
+def _decide(variable, already_loaded):
+    """(value to set or None, why) for one OpenBLAS variable, before SciPy's BLAS loads."""
+    override, choose = LOAD_SETTINGS[variable]
+    if os.environ.get(variable):
+        return None, f"{variable}={os.environ[variable]} set by the user"
+    setting = os.environ.get(override, "auto").strip()
+    if setting.lower() in ("off", "none", "0"):
+        return None, f"OpenBLAS's default ({override}={setting})"
+    if already_loaded:
+        return None, ("OpenBLAS's choice: SciPy's BLAS was loaded before fastrnn's kernels "
+                      "(e.g. by an earlier `import scipy.linalg`); import fastrnn first or set "
+                      f"{variable} to fix it")
+    if setting.lower() != "auto":
+        return setting, f"{setting} requested by {override}"
+    value, why = choose()
+    return value, (f"{why}; {override}=off for OpenBLAS's default" if value else why)
 
 
 def _import_kernels():
-    """(compiled module or None, ImportError or None, why its BLAS has the kernels it has)."""
-    coretype, why = _coretype_request()
-    if coretype is not None:
-        os.environ["OPENBLAS_CORETYPE"] = coretype
+    """(compiled module or None, ImportError or None, {variable: why it has its value})."""
+    already_loaded = threads.kernel_blas_loaded()
+    decisions = {variable: _decide(variable, already_loaded) for variable in LOAD_SETTINGS}
+    chosen = {variable: value for variable, (value, _) in decisions.items() if value is not None}
+    os.environ.update(chosen)
     try:
         from .. import _rnn_cpu
-        return _rnn_cpu, None, why
+        return _rnn_cpu, None, {variable: why for variable, (_, why) in decisions.items()}
     except ImportError as exc:   # the package was not built (e.g. imported from a source tree)
-        return None, exc, why
+        return None, exc, {variable: why for variable, (_, why) in decisions.items()}
     finally:
-        if coretype is not None:
-            del os.environ["OPENBLAS_CORETYPE"]
+        for variable in chosen:
+            del os.environ[variable]
 
 
-_rnn_cpu, _IMPORT_ERROR, _CORETYPE_WHY = _import_kernels()
+_rnn_cpu, _IMPORT_ERROR, _LOAD_SETTINGS_WHY = _import_kernels()
 if _rnn_cpu is not None:       # lets the kernels keep small products on one BLAS thread
     _rnn_cpu.use_blas_thread_functions(*threads.kernel_blas_thread_functions())
 
@@ -94,7 +116,12 @@ def coretype_report():
     """One line: the OpenBLAS coretype the kernels' BLAS runs, and how it was chosen."""
     library = threads.kernel_blas()
     running = (library or {}).get("architecture", "unknown")
-    return f"{running} ({_CORETYPE_WHY})"
+    return f"{running} ({_LOAD_SETTINGS_WHY['OPENBLAS_CORETYPE']})"
+
+
+def openblas_setup_report():
+    """{OpenBLAS variable: how the kernels' BLAS got its value} for every load-time setting."""
+    return dict(_LOAD_SETTINGS_WHY)
 
 
 def step_kernel_name():
