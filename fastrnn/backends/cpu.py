@@ -35,9 +35,11 @@ from .. import threads
 ARRAYS = HostArrays
 
 # A time step is shared among the BLAS threads only from this many multiply-adds (B * H * H)
-# up: below it the hand-off between threads at every step costs more than it saves (4M
-# multiply-adds take about 50 us on one core).
-STEP_THREADING_MIN_MACS = 1 << 22
+# up: below it the hand-off between threads at every step costs more than it saves. At 2^21
+# (B=32, H=256: ~25 us a step on one core) 2 threads ran 1.4-1.7x faster than 1 on a quiet
+# machine; at 2^20 (B=16, H=256) the forward gained 1.25x in one run, too little to risk the
+# hand-off, which on a busy machine waits for the other core at every step.
+STEP_THREADING_MIN_MACS = 1 << 21
 
 _AVX512_CORETYPE = "SkylakeX"
 _THREAD_TIMEOUT = "16"        # OpenBLAS's unit: 2^16 cycles of spinning before a thread sleeps
