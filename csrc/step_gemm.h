@@ -97,20 +97,23 @@ static inline float tanh_f32(float v)
 typedef void (*step_gemm_fn)(int, int, int, const float *, ptrdiff_t, const float *, float *,
                              ptrdiff_t, int, const float *, ptrdiff_t, int, int);
 typedef void (*epilogue_fn)(int, int, float *, ptrdiff_t, int, const float *, ptrdiff_t);
+typedef void (*rank_k_fn)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+                          float *, ptrdiff_t, int, int);
 
 typedef struct {
     const char *name;
     int panel_width;         /* NR: columns per packed panel */
     step_gemm_fn step_gemm;
     epilogue_fn epilogue_only;
+    rank_k_fn rank_k_update;
 } step_kernel;
 
 static const step_kernel step_kernels[] = {
 #ifdef FASTRNN_X86_VARIANTS
-    {"avx512", 32, step_gemm_avx512, epilogue_only_avx512},
-    {"avx2", 16, step_gemm_avx2, epilogue_only_avx2},
+    {"avx512", 32, step_gemm_avx512, epilogue_only_avx512, rank_k_update_avx512},
+    {"avx2", 16, step_gemm_avx2, epilogue_only_avx2, rank_k_update_avx2},
 #endif
-    {"generic", 8, step_gemm_generic, epilogue_only_generic},
+    {"generic", 8, step_gemm_generic, epilogue_only_generic, rank_k_update_generic},
 };
 static const int n_step_kernels = sizeof(step_kernels) / sizeof(step_kernels[0]);
 static const step_kernel *active_step_kernel = NULL;

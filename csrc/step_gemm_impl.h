@@ -82,13 +82,16 @@ static void FN(epilogue_row)(float *restrict c, int n, int epilogue, const float
     }
 }
 
-/* C[mr, ncols] = epilogue(C + A[mr, K] . panel[K, NR]); mr is a constant after inlining, so the
- * accumulators live in registers. With one or two rows the FMA chains are too few to hide the
- * FMA latency, so those tiles sum even and odd k into separate accumulators. */
+/* C[mr, ncols] = epilogue(C + A[mr, K] . B[K, NR]); mr is a constant after inlining, so the
+ * accumulators live in registers. A's element (i, k) is a[i * a_row + k * a_k] and B's row k
+ * starts at b + k * b_k: with (a_row, a_k, b_k) = (lda, 1, NR), A is row-major and B a packed
+ * panel (the step product); with (1, lda, ldb), A is read transposed and B is a row-major
+ * matrix used in place (the weight gradients' A^T B). With one or two rows the FMA chains are
+ * too few to hide the FMA latency, so those tiles sum even and odd k separately. */
 static inline __attribute__((always_inline)) void FN(tile)(
     const int mr, const int K,
-    const float *restrict a, const ptrdiff_t lda,       /* [mr, K] rows lda apart */
-    const float *restrict panel,                         /* [K, NR] packed, contiguous */
+    const float *restrict a, const ptrdiff_t a_row, const ptrdiff_t a_k,
+    const float *restrict b, const ptrdiff_t b_k,
     float *restrict c, const ptrdiff_t ldc,              /* [mr, ncols] rows ldc apart */
     const int ncols, const int epilogue,
     const float *restrict h, const ptrdiff_t ldh)        /* [mr, ncols] or NULL */
@@ -102,17 +105,17 @@ static inline __attribute__((always_inline)) void FN(tile)(
             for (v = 0; v < NV; v++) acc[s][i][v] = (FN(vec)){0};
     for (k = 0; k + split <= K; k += split) {
         for (s = 0; s < split; s++) {
-            const FN(vec) *b = (const FN(vec) *)(panel + (ptrdiff_t)(k + s) * NR);
+            const FN(vec) *bk = (const FN(vec) *)(b + (ptrdiff_t)(k + s) * b_k);
             for (i = 0; i < mr; i++) {
-                const float ai = a[i * lda + k + s];
-                for (v = 0; v < NV; v++) acc[s][i][v] += ai * b[v];
+                const float ai = a[i * a_row + (k + s) * a_k];
+                for (v = 0; v < NV; v++) acc[s][i][v] += ai * bk[v];
             }
         }
     }
     for (; k < K; k++) {                                 /* odd K with a split tile */
-        const FN(vec) *b = (const FN(vec) *)(panel + (ptrdiff_t)k * NR);
+        const FN(vec) *bk = (const FN(vec) *)(b + (ptrdiff_t)k * b_k);
         for (i = 0; i < mr; i++)
-            for (v = 0; v < NV; v++) acc[0][i][v] += a[i * lda + k] * b[v];
+            for (v = 0; v < NV; v++) acc[0][i][v] += a[i * a_row + k * a_k] * bk[v];
     }
     for (s = 1; s < split; s++)
         for (i = 0; i < mr; i++)
@@ -132,8 +135,41 @@ static inline __attribute__((always_inline)) void FN(tile)(
     }
 }
 
-#define TILE_CASE(rows) \
-    case rows: FN(tile)(rows, K, a_rows, lda, panel, c_rows, ldc, ncols, epilogue, h_rows, ldh); break;
+/* One row tile of `rows` rows, for a runtime `rows` <= MR: a switch of constant-size tiles. */
+#define TILE_CASE(rows) case rows: TILE_CALL(rows); break;
+#if MR >= 8
+#define TILE_CASE_8 TILE_CASE(8)
+#else
+#define TILE_CASE_8
+#endif
+#if MR >= 7
+#define TILE_CASE_7 TILE_CASE(7)
+#else
+#define TILE_CASE_7
+#endif
+#if MR >= 6
+#define TILE_CASE_6 TILE_CASE(6)
+#else
+#define TILE_CASE_6
+#endif
+#if MR >= 5
+#define TILE_CASE_5 TILE_CASE(5)
+#else
+#define TILE_CASE_5
+#endif
+#if MR >= 4
+#define TILE_CASE_4 TILE_CASE(4)
+#else
+#define TILE_CASE_4
+#endif
+#if MR >= 3
+#define TILE_CASE_3 TILE_CASE(3)
+#else
+#define TILE_CASE_3
+#endif
+#define SWITCH_ON_ROWS(rows) switch (rows) { \
+    TILE_CASE_8 TILE_CASE_7 TILE_CASE_6 TILE_CASE_5 TILE_CASE_4 TILE_CASE_3 \
+    TILE_CASE(2) TILE_CASE(1) }
 
 /* C[M, N] = epilogue(C + A[M, K] . B[K, N]), B packed by pack_panels with this variant's NR,
  * for the column panels [panel_begin, panel_end) only (threads share a step by panels). */
@@ -149,27 +185,36 @@ static void FN(step_gemm)(int M, int N, int K, const float *a, ptrdiff_t lda, co
             const float *a_rows = a + i0 * lda;
             float *c_rows = c + i0 * ldc + p * NR;
             const float *h_rows = h ? h + i0 * ldh + p * NR : NULL;
-            switch (M - i0 < MR ? M - i0 : MR) {
-#if MR >= 8
-            TILE_CASE(8)
-#endif
-#if MR >= 7
-            TILE_CASE(7)
-#endif
-#if MR >= 6
-            TILE_CASE(6)
-#endif
-#if MR >= 5
-            TILE_CASE(5)
-#endif
-#if MR >= 4
-            TILE_CASE(4)
-#endif
-#if MR >= 3
-            TILE_CASE(3)
-#endif
-            TILE_CASE(2)
-            TILE_CASE(1)
+#define TILE_CALL(rows) FN(tile)(rows, K, a_rows, lda, 1, panel, NR, c_rows, ldc, ncols, \
+                                 epilogue, h_rows, ldh)
+            SWITCH_ON_ROWS(M - i0 < MR ? M - i0 : MR)
+#undef TILE_CALL
+        }
+    }
+}
+
+/* C[M, N] += A^T B for A [K, M] (rows lda apart) and B [K, N] (rows ldb apart), both used in
+ * place (no packing), N a multiple of NR, for the column panels [panel_begin, panel_end).
+ * Meant for outputs that stay in cache (the weight gradients of small layers): K is walked in
+ * blocks of RANK_K_BLOCK rows so that the rows of A and B a block reads stay in L2 while
+ * every tile of C uses them. */
+enum { FN(RANK_K_BLOCK) = 128 };
+static void FN(rank_k_update)(int M, int N, int K, const float *a, ptrdiff_t lda, const float *b,
+                              ptrdiff_t ldb, float *c, ptrdiff_t ldc, int panel_begin,
+                              int panel_end)
+{
+    int k0, p, i0;
+    for (k0 = 0; k0 < K; k0 += FN(RANK_K_BLOCK)) {
+        const int kc = K - k0 < FN(RANK_K_BLOCK) ? K - k0 : FN(RANK_K_BLOCK);
+        for (p = panel_begin; p < panel_end && p * NR < N; p++) {
+            const float *b_cols = b + (ptrdiff_t)k0 * ldb + p * NR;
+            for (i0 = 0; i0 < M; i0 += MR) {
+                const float *a_cols = a + (ptrdiff_t)k0 * lda + i0;
+                float *c_rows = c + i0 * ldc + p * NR;
+#define TILE_CALL(rows) FN(tile)(rows, kc, a_cols, 1, lda, b_cols, ldb, c_rows, ldc, NR, \
+                                 STEP_PLAIN, NULL, 0)
+                SWITCH_ON_ROWS(M - i0 < MR ? M - i0 : MR)
+#undef TILE_CALL
             }
         }
     }
@@ -183,6 +228,13 @@ static void FN(epilogue_only)(int M, int N, float *c, ptrdiff_t ldc, int epilogu
     for (i = 0; i < M; i++) FN(epilogue_row)(c + i * ldc, N, epilogue, h ? h + i * ldh : NULL);
 }
 
+#undef SWITCH_ON_ROWS
+#undef TILE_CASE_8
+#undef TILE_CASE_7
+#undef TILE_CASE_6
+#undef TILE_CASE_5
+#undef TILE_CASE_4
+#undef TILE_CASE_3
 #undef TILE_CASE
 #undef NR
 #undef FN

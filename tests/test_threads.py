@@ -95,9 +95,11 @@ def test_kernels_put_back_the_thread_count_after_small_products():
 
 
 # ----------------------------------------------------------------------------- results
-SHAPES = [  # T, B, I, H, layers, bidirectional: odd sizes cover partial tiles and panels
+SHAPES = [  # T, B, I, H, layers, bidirectional: odd sizes cover partial tiles and panels;
+    # multiples of 32 (and 16, 8) take the in-place weight-gradient product of every variant
     (5, 3, 4, 7, 1, False), (7, 1, 3, 70, 2, True), (4, 9, 17, 40, 1, True),
-    (6, 13, 5, 130, 2, False), (2, 17, 8, 33, 1, False)]
+    (6, 13, 5, 130, 2, False), (2, 17, 8, 33, 1, False), (4, 3, 32, 64, 2, True),
+    (3, 7, 16, 48, 1, True), (5, 2, 64, 96, 1, False)]
 
 
 def relative_error(a, b):
@@ -136,6 +138,12 @@ def test_steps_shared_by_two_threads_match_the_reference(monkeypatch, shape, non
     with fastrnn.num_threads(2):
         assert cpu._step_threads(shape[1], shape[3]) == 2
         assert_cpu_matches_reference(shape, nonlinearity)
+
+
+def test_weight_gradients_shared_by_two_threads_match_the_reference():
+    """T*B = 256 rows make dW_ih 2^25 FLOPs, the size from which products use the threads."""
+    with fastrnn.num_threads(2):
+        assert_cpu_matches_reference((8, 32, 256, 256, 1, False), "tanh")
 
 
 def test_small_steps_stay_on_one_thread():
