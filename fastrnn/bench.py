@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 BACKENDS = ("numpy", "cpu", "torch", "cuda", "torch-cuda")
+CPU_BACKENDS = ("numpy", "cpu", "torch")
 MODES = ("forward", "forward_backward")
 BASELINES = {"cpu": ("numpy", "torch"), "cuda": ("numpy", "torch-cuda"),
              "torch": ("numpy", None), "torch-cuda": ("numpy", None), "numpy": (None, None)}
@@ -207,44 +208,44 @@ class Clock:
         return max(1, math.ceil(min_sample_s / max(seconds, 1e-9)))
 
 
-def sgemm_candidates(backends):
-    """{BLAS name: fn(a, b) -> a @ b} for every BLAS in reach, the kernels' own first."""
+def sgemm_candidates(a, b, backends):
+    """{BLAS name: call computing a @ b} for every CPU BLAS in reach, the kernels' own first."""
     from scipy.linalg import blas as scipy_blas
-    candidates = {"scipy (fastrnn kernels)": lambda a, b: scipy_blas.sgemm(1.0, b.T, a.T),
-                  "numpy": np.matmul}
+    candidates = {"scipy (fastrnn kernels)": lambda: scipy_blas.sgemm(1.0, b.T, a.T),
+                  "numpy": lambda: np.matmul(a, b)}
     if "torch" in backends:
         torch = _torch()
-        candidates["torch"] = lambda a, b: torch.mm(a, b)
+        a_tensor, b_tensor = torch.from_numpy(a), torch.from_numpy(b)
+        candidates["torch"] = lambda: torch.mm(a_tensor, b_tensor)
     return candidates
 
 
 def measure_sgemm(shape, backends, clock, repeats, min_sample_s):
     """GFLOP/s of C[T*B, H] = A[T*B, I+H] B[I+H, H] (one layer's forward work in one product)
-    on each BLAS, medians of alternating samples; the fastest is the ceiling."""
+    on each CPU BLAS, medians of alternating samples; the fastest is the CPU ceiling."""
     m, k, n = shape.T * shape.B, shape.I + shape.H, shape.H
     rng = np.random.default_rng(1)
     a = rng.standard_normal((m, k), dtype=np.float32)
     b = rng.standard_normal((k, n), dtype=np.float32)
-    operands = {"torch": None}
-    calls, samples = {}, {}
-    for name, product in sgemm_candidates(backends).items():
-        if name == "torch":
-            torch = _torch()
-            operands["torch"] = (torch.from_numpy(a), torch.from_numpy(b))
-        args = operands["torch"] if name == "torch" else (a, b)
-        fn = (lambda product=product, args=args: product(*args))
-        calls[name], samples[name] = (fn, clock.calls_for(fn, min_sample_s)), []
+    candidates = sgemm_candidates(a, b, backends)
+    calls = {name: clock.calls_for(fn, min_sample_s) for name, fn in candidates.items()}
+    samples = {name: [] for name in candidates}
     for _ in range(repeats):
-        for name, (fn, count) in calls.items():
-            samples[name].append(clock.sample(fn, count)[0])
+        for name, fn in candidates.items():
+            samples[name].append(clock.sample(fn, calls[name])[0])
     gflops = {name: 2 * m * n * k / float(np.median(s)) / 1e9 for name, s in samples.items()}
     best = max(gflops, key=gflops.get)
     return {"m": m, "n": n, "k": k, "gflops": gflops, "ceiling_gflops": gflops[best],
             "ceiling_by": best}
 
 
-def measure_shape(shape, backends, clock, repeats, min_sample_s, progress):
-    """Median times of every backend on one shape, backends alternating within each repeat."""
+def measure_shape(shape, backends, clock, repeats, min_sample_s, progress, settle_s=0.0):
+    """Median times of every backend on one shape, backends alternating within each repeat.
+
+    ``settle_s``: a pause before each backend's turn. With several threads, the previous
+    backend's idle threads keep spinning for a while (NumPy's OpenBLAS for ~0.1 s, torch's
+    OpenMP threads) and would take the cores from the next one: measured on (50,16,1760,1760)
+    with 2 threads, fastrnn's forward right after NumPy's ran 2x slower than alone."""
     weights, x, grad_out = shape_inputs(shape)
     runners = {name: make_runner(name, shape, weights, x, grad_out) for name in backends}
     calls = {(name, mode): clock.calls_for(getattr(runners[name], mode), min_sample_s)
@@ -254,6 +255,7 @@ def measure_shape(shape, backends, clock, repeats, min_sample_s, progress):
     for repeat in range(repeats):
         order = backends[repeat % len(backends):] + backends[:repeat % len(backends)]
         for name in order:
+            time.sleep(settle_s)
             for mode in MODES:
                 seconds, share = clock.sample(getattr(runners[name], mode), calls[(name, mode)])
                 samples[(name, mode)].append(seconds * 1e3)
@@ -271,8 +273,9 @@ def summarise(shape, samples, sgemm):
         result = {mode: {"median_ms": medians[(name, mode)], "samples_ms": samples[(name, mode)]}
                   for mode in MODES}
         result["gflops"] = {mode: shape.flops(mode) / medians[(name, mode)] / 1e6 for mode in MODES}
-        result["fraction_of_sgemm_ceiling"] = {
-            mode: result["gflops"][mode] / sgemm["ceiling_gflops"] for mode in MODES}
+        if name in CPU_BACKENDS:     # the ceiling is a CPU product; GPUs have their own
+            result["fraction_of_sgemm_ceiling"] = {
+                mode: result["gflops"][mode] / sgemm["ceiling_gflops"] for mode in MODES}
         for baseline, key in zip(BASELINES[name], ("over_numpy", "over_torch")):
             if baseline in backends:
                 result.setdefault("speedup", {})[key] = {
@@ -352,14 +355,18 @@ def _ratio(value):
     return f"{value:.2f}x" if value is not None else "-"
 
 
+def _percent(fraction):
+    return f"{100 * fraction:.0f}%" if fraction is not None else "-"
+
+
 TABLE_COLUMNS = ("shape (T,B,I,H,L,bi)", "backend", "fwd ms", "fwd+bwd ms", "fwd/numpy",
                  "f+b/numpy", "fwd/torch", "f+b/torch", "fwd GFLOP/s", "f+b GFLOP/s",
-                 "fwd %sgemm")
+                 "fwd %sgemm", "f+b %sgemm")
 
 
 def format_table(report):
     """The results as a fixed-width text table, one row per shape and backend."""
-    widths = (22, 10, 9, 10, 9, 9, 9, 9, 11, 11, 10)
+    widths = (22, 10, 9, 10, 9, 9, 9, 9, 11, 11, 10, 10)
     line = lambda cells: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths)))
     rows = [line(TABLE_COLUMNS)]
@@ -377,9 +384,11 @@ def format_table(report):
                               _ratio(over("over_torch", "forward_backward")),
                               f"{r['gflops']['forward']:.1f}",
                               f"{r['gflops']['forward_backward']:.1f}",
-                              f"{100 * r['fraction_of_sgemm_ceiling']['forward']:.0f}%"]))
+                              _percent(r.get("fraction_of_sgemm_ceiling", {}).get("forward")),
+                              _percent(r.get("fraction_of_sgemm_ceiling", {})
+                                       .get("forward_backward"))]))
         rows.append(line(["", "sgemm", "", "", "", "", "", "", f"{sgemm['ceiling_gflops']:.1f}",
-                          "", f"({sgemm['ceiling_by']})"]))
+                          f"{sgemm['ceiling_gflops']:.1f}", f"({sgemm['ceiling_by']})", ""]))
     return "\n".join(rows)
 
 
@@ -539,6 +548,9 @@ def parse_args(argv):
                              "machine; only with --threads 1")
     parser.add_argument("--min-sample", type=float, default=0.05, metavar="SECONDS",
                         help="calls are repeated within a sample up to this long (default 0.05)")
+    parser.add_argument("--settle", type=float, default=None, metavar="SECONDS",
+                        help="pause before each backend's turn so that the previous one's idle "
+                             "threads stop spinning (default 0.25 with --threads > 1, else 0)")
     parser.add_argument("--json", metavar="PATH", help="write every setting, library and median")
     parser.add_argument("--plot", metavar="PATH", help="write a chart of the speedups (PNG, SVG...)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -552,6 +564,10 @@ def parse_args(argv):
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.settle is None:
+        args.settle = 0.25 if args.threads > 1 else 0.0
+    if args.settle < 0:
+        parser.error(f"--settle must be >= 0, got {args.settle}")
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu adds up the time of all threads; use it with --threads 1")
     return args
@@ -579,7 +595,8 @@ def run(args):
               "settings": {"shapes": "custom" if args.shape else args.shapes,
                            "threads": args.threads,
                            "repeats": args.repeats, "clock": args.clock, "dtype": "float32",
-                           "min_sample_s": args.min_sample, "backends": backends},
+                           "min_sample_s": args.min_sample, "settle_s": args.settle,
+                           "backends": backends},
               "skipped": skipped, "blas": blas_description(backends), "results": []}
     progress = progress_bar(len(shapes) * args.repeats * len(backends), not args.no_progress)
     all_shares, spreads = [], []
@@ -588,7 +605,7 @@ def run(args):
             progress.set_description(shape.label)
             sgemm = measure_sgemm(shape, backends, clock, args.repeats, args.min_sample)
             samples, shares = measure_shape(shape, backends, clock, args.repeats,
-                                            args.min_sample, progress)
+                                            args.min_sample, progress, args.settle)
             all_shares += shares
             spreads += [float(np.median(np.abs(np.array(v) / np.median(v) - 1)))
                         for v in samples.values()]

@@ -59,7 +59,7 @@ def test_json_records_machine_settings_libraries_and_blas(quick_run):
     assert record["schema"] == "fastrnn-bench/1"
     assert record["machine"]["cpu"] and record["machine"]["logical_cores"] >= 1
     assert record["settings"] == {"shapes": "tiny", "threads": 1, "repeats": 1, "clock": "wall",
-                                  "dtype": "float32", "min_sample_s": 0.001,
+                                  "dtype": "float32", "min_sample_s": 0.001, "settle_s": 0.0,
                                   "backends": ["numpy", "cpu", "torch"]}
     for library in ("python", "fastrnn", "numpy", "scipy", "threadpoolctl", "torch"):
         assert record["libraries"][library]
@@ -123,6 +123,7 @@ def test_plot_is_written(tmp_path):
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--clock", "cpu", "--threads", "2"], "--clock cpu adds up the time of all threads"),
     (["--shapes", "huge"], "invalid choice: 'huge'"),
+    (["--settle", "-1"], "--settle must be >= 0, got -1.0"),
     (["--shape", "10,2,8"], "expected T,B,I,H[,layers[,bi|no]], got '10,2,8'"),
     (["--shape", "10,2,8,0"], "sizes must be >= 1, got '10,2,8,0'"),
     (["--shape", "10,2,8,8,1,yes"], "expected T,B,I,H[,layers[,bi|no]]"),
