@@ -1,18 +1,32 @@
 """Builds the Cython kernels in csrc/ into fastrnn._rnn_cpu.
 
 Metadata lives in pyproject.toml; this file only declares the extension, because it needs
-numpy's headers and optimisation flags that the kernels rely on to vectorise the activation loops.
+numpy's headers and optimisation flags that the kernels rely on to vectorise their loops.
+
+Portability: the build targets the compiler's baseline ISA (no -march=native), so one wheel
+runs on any x86-64 (or other) CPU. The float32 step kernel (csrc/step_gemm.h) is compiled
+three times inside the same object, for AVX-512, AVX2+FMA and the baseline, through GCC/Clang
+target pragmas, and picks the widest variant the CPU supports when the module loads (runtime
+dispatch); other compilers get the baseline variant only. Set FASTRNN_NATIVE=1 to add
+-march=native for a local build that will only run on this machine's CPU.
 """
+import os
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+compile_args = ["-O3"]
+if os.environ.get("FASTRNN_NATIVE") == "1":
+    compile_args.append("-march=native")
+
 extension = Extension(
     "fastrnn._rnn_cpu",
     sources=["csrc/rnn_cpu.pyx"],
-    include_dirs=[numpy.get_include()],
+    depends=["csrc/step_gemm.h", "csrc/step_gemm_impl.h", "csrc/step_threads.h"],
+    include_dirs=[numpy.get_include(), "csrc"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    extra_compile_args=["-O3"],
+    extra_compile_args=compile_args,
 )
 
 setup(

@@ -8,8 +8,10 @@ from ._checks import ShapeError
 from .backends import BackendUnavailable, backend_status
 from .grad_mode import is_grad_enabled, no_grad
 from .rnn import RNN
+from .threads import get_num_threads, num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "functional", "nn", "no_grad", "is_grad_enabled", "backend_status",
-           "BackendUnavailable", "ShapeError", "__version__"]
+           "BackendUnavailable", "ShapeError", "__version__",
+           "set_num_threads", "get_num_threads", "num_threads"]

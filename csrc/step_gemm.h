@@ -1,0 +1,198 @@
+/* The per-time-step product of the float32 RNN kernels, with the activation fused into it.
+ *
+ * Why not sgemm: each time step multiplies a few rows (the batch) by the same H x H matrix.
+ * A BLAS call repacks that matrix on every call and pays its call overhead T times; at B=1 and
+ * small H the overhead is most of the step. Here W_hh is packed ONCE per layer-direction call
+ * into column panels; each step then runs register tiles over the panels and applies the
+ * activation (forward) or its derivative (backward) to the tile while it is still in cache.
+ *
+ * Why the variants: a portable build cannot assume AVX-512 or AVX2, and `-march=native` would
+ * tie the wheel to the build machine. The same plain C (GCC vector extensions, which the
+ * compiler lowers to the vector width it targets) is compiled three times, for AVX-512, AVX2+FMA
+ * and the baseline ISA, and the variant is picked once at import from what the CPU reports
+ * (runtime dispatch; setup.py keeps the build itself at the baseline). `select_step_kernel`
+ * lets tests and benchmarks run a lower variant on purpose.
+ */
+#ifndef FASTRNN_STEP_GEMM_H
+#define FASTRNN_STEP_GEMM_H
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { STEP_PLAIN = 0, STEP_TANH = 1, STEP_RELU = 2, STEP_TANH_GRAD = 3, STEP_RELU_GRAD = 4 };
+
+/* tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= TANH_CLAMP, fitted for this project by iterated weighted
+ * least squares on relative error (max 3.1e-7 relative in float32, about 5 ulp); Q >= 1 on the
+ * range, so there is no pole. Beyond the clamp float32 tanh rounds to +-1. Branch-free, so loops
+ * over it vectorise (libm's scalar tanhf costs more than the product it follows). */
+static inline float tanh_f32(float v)
+{
+    const float clamp = 7.90531110763549805f;
+    const float p0 = 9.999999984e-01f, p1 = 1.312633455e-01f, p2 = 3.151615143e-03f;
+    const float p3 = 1.166729047e-05f, p4 = -2.242689466e-08f, p5 = 6.428730564e-11f;
+    const float p6 = -1.176104782e-13f;
+    const float q1 = 4.645966619e-01f, q2 = 2.468386526e-02f, q3 = 2.616320310e-04f;
+    float s;
+    v = v > clamp ? clamp : v;
+    v = v < -clamp ? -clamp : v;
+    s = v * v;
+    return v * (p0 + s * (p1 + s * (p2 + s * (p3 + s * (p4 + s * (p5 + s * p6))))))
+        / (1.0f + s * (q1 + s * (q2 + s * q3)));
+}
+
+/* ---- the variants ------------------------------------------------------------------------ */
+#define SUFFIX generic
+#define VW 4
+#define NV 2
+#define MR 4
+#include "step_gemm_impl.h"
+#undef SUFFIX
+#undef VW
+#undef NV
+#undef MR
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FASTRNN_X86_VARIANTS 1
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+#define SUFFIX avx2
+#define VW 8
+#define NV 2
+#define MR 6
+#include "step_gemm_impl.h"
+#undef SUFFIX
+#undef VW
+#undef NV
+#undef MR
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,fma")
+#endif
+#define SUFFIX avx512
+#define VW 16
+#define NV 2
+#define MR 8
+#include "step_gemm_impl.h"
+#undef SUFFIX
+#undef VW
+#undef NV
+#undef MR
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+typedef void (*step_gemm_fn)(int, int, int, const float *, ptrdiff_t, const float *, float *,
+                             ptrdiff_t, int, const float *, ptrdiff_t, int, int);
+typedef void (*epilogue_fn)(int, int, float *, ptrdiff_t, int, const float *, ptrdiff_t);
+typedef void (*rank_k_fn)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+                          float *, ptrdiff_t, int, int);
+
+typedef struct {
+    const char *name;
+    int panel_width;         /* NR: columns per packed panel */
+    step_gemm_fn step_gemm;
+    epilogue_fn epilogue_only;
+    rank_k_fn rank_k_update;
+} step_kernel;
+
+static const step_kernel step_kernels[] = {
+#ifdef FASTRNN_X86_VARIANTS
+    {"avx512", 32, step_gemm_avx512, epilogue_only_avx512, rank_k_update_avx512},
+    {"avx2", 16, step_gemm_avx2, epilogue_only_avx2, rank_k_update_avx2},
+#endif
+    {"generic", 8, step_gemm_generic, epilogue_only_generic, rank_k_update_generic},
+};
+static const int n_step_kernels = sizeof(step_kernels) / sizeof(step_kernels[0]);
+static const step_kernel *active_step_kernel = NULL;
+
+static int step_kernel_supported(const step_kernel *kernel)
+{
+#ifdef FASTRNN_X86_VARIANTS
+    __builtin_cpu_init();
+    if (strcmp(kernel->name, "avx512") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+            && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    if (strcmp(kernel->name, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 1;
+}
+
+/* The variant called `name` if this CPU runs it ("best": the widest it runs); NULL otherwise. */
+static const step_kernel *find_step_kernel(const char *name)
+{
+    int i;
+    for (i = 0; i < n_step_kernels; i++)
+        if ((strcmp(name, "best") == 0 || strcmp(name, step_kernels[i].name) == 0)
+            && step_kernel_supported(&step_kernels[i]))
+            return &step_kernels[i];
+    return NULL;
+}
+
+static const step_kernel *current_step_kernel(void)
+{
+    if (active_step_kernel == NULL) active_step_kernel = find_step_kernel("best");
+    return active_step_kernel;
+}
+
+/* Makes `name` the active variant; returns 0 when this CPU cannot run it (nothing changes). */
+static int select_step_kernel(const char *name)
+{
+    const step_kernel *kernel = find_step_kernel(name);
+    if (kernel == NULL) return 0;
+    active_step_kernel = kernel;
+    return 1;
+}
+
+/* ---- packing ----------------------------------------------------------------------------- */
+/* Floats in the packed form of a K x N matrix for panels `width` columns wide (zero padded). */
+static size_t packed_floats(int K, int N, int width)
+{
+    return (size_t)((N + width - 1) / width) * (size_t)width * (size_t)K;
+}
+
+/* Packs B[K, N] into column panels of `width`: panel p holds B[k, p*width + j] at
+ * [p][k][j], zero past column N. B is read from w: B[k, n] = w[n*ldw + k] when w_is_transposed
+ * (w is the row-major [N, K] matrix, e.g. W_hh for h W_hh^T), else w[k*ldw + n]. */
+static void pack_panels(const float *w, ptrdiff_t ldw, int K, int N, int w_is_transposed,
+                        int width, float *packed)
+{
+    int p, k, j;
+    for (p = 0; p * width < N; p++) {
+        float *panel = packed + (ptrdiff_t)p * K * width;
+        const int columns = N - p * width < width ? N - p * width : width;
+        if (columns < width) memset(panel, 0, (size_t)K * width * sizeof(float));
+        if (w_is_transposed) {          /* read each row of w once, in order */
+            for (j = 0; j < columns; j++) {
+                const float *row = w + (ptrdiff_t)(p * width + j) * ldw;
+                for (k = 0; k < K; k++) panel[(ptrdiff_t)k * width + j] = row[k];
+            }
+        } else {
+            for (k = 0; k < K; k++)
+                memcpy(panel + (ptrdiff_t)k * width, w + (ptrdiff_t)k * ldw + p * width,
+                       (size_t)columns * sizeof(float));
+        }
+    }
+}
+
+/* 64-byte aligned buffer for a packed matrix (free with free()); NULL when out of memory. */
+static float *alloc_packed(size_t floats)
+{
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    return (float *)aligned_alloc(64, bytes ? bytes : 64);
+}
+
+#endif
