@@ -34,21 +34,24 @@ def info(_args):
         print(f"  {name:6s} {'available' if reason is None else 'unavailable: ' + reason}")
     print("BLAS:")
     print("\n".join(blas_report()))
+    if fastrnn.backend_status()["cpu"] is None:
+        from .backends import cpu
+        print(f"cpu kernels: step kernel {cpu.step_kernel_name()}, "
+              f"{fastrnn.get_num_threads()} BLAS thread(s) (fastrnn.set_num_threads)")
+        for variable, why in cpu.openblas_setup_report().items():
+            print(f"  {variable}: {why}")
     return 0
 
 
-def bench(args):
-    from .bench import main as bench_main
-    return bench_main(args.bench_args)
-
-
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:      # bench parses its own options (see python -m fastrnn bench --help)
+        from .bench import main as bench_main
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m fastrnn", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("info", help="version, available backends, BLAS and its threads").set_defaults(run=info)
-    bench_parser = commands.add_parser("bench", help="benchmark the backends (see --help)", add_help=False)
-    bench_parser.add_argument("bench_args", nargs=argparse.REMAINDER)
-    bench_parser.set_defaults(run=bench)
+    commands.add_parser("bench", help="benchmark the backends (options: python -m fastrnn bench --help)")
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -13,13 +13,14 @@ import pytest
 from fastrnn import bench
 
 QUICK = ["--shapes", "tiny", "--repeats", "1", "--min-sample", "0.001", "--no-progress"]
-TORCHLESS = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['fastrnn.bench'] + "
-             "sys.argv[1:]; runpy.run_module('fastrnn.bench', run_name='__main__')")
+TORCHLESS = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['fastrnn'] + "
+             "sys.argv[1:]; runpy.run_module('fastrnn', run_name='__main__')")
 
 
 def run_bench(args, without_torch=False):
-    command = [sys.executable] + (["-c", TORCHLESS] if without_torch else ["-m", "fastrnn.bench"])
-    return subprocess.run(command + args, capture_output=True, text=True, timeout=300)
+    """``python -m fastrnn bench ARGS``, the command the README gives."""
+    command = [sys.executable] + (["-c", TORCHLESS] if without_torch else ["-m", "fastrnn"])
+    return subprocess.run(command + ["bench"] + args, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
