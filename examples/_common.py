@@ -41,19 +41,6 @@ def progress(iterable, description=None, total=None, **tqdm_options):
                 **tqdm_options)
 
 
-def limit_blas_threads(threads=1):
-    """Limit the BLAS pool (OpenBLAS, MKL) for the rest of the run; returns the limiter.
-
-    The examples' matrices are small: on a shared 2-core machine one BLAS thread is both
-    faster and steadier than two (see design.md, "Performance protocol"). threadpoolctl only
-    reaches libraries already loaded, so SciPy's BLAS (the one fastrnn's compiled kernels
-    call) is loaded first, next to NumPy's.
-    """
-    import scipy.linalg  # noqa: F401  (loads SciPy's BLAS so that the limit reaches it)
-    from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=threads, user_api="blas")
-
-
 def blas_description():
     """One line naming the BLAS libraries in use, their kernels and thread counts."""
     from threadpoolctl import threadpool_info

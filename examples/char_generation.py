@@ -24,7 +24,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
 import fastrnn.torch  # noqa: E402
-from fastrnn.backends import load_backend  # noqa: E402
 
 LAYERS = {"fastrnn": fastrnn.torch.RNN, "torch": nn.RNN}
 FULL = dict(chars=300_000, hidden=256, seq_len=100, batch=32, epochs=10, lr=3e-3)
@@ -158,18 +157,10 @@ def build_config(args):
     return config
 
 
-def load_kernels(args):
-    """Load fastrnn's CPU kernels now: their BLAS (SciPy's OpenBLAS) is a library of its own,
-    and a thread limit only reaches the libraries already loaded when it is set."""
-    if args.layer == "fastrnn":
-        load_backend("cpu" if args.backend == "auto" else args.backend)
-
-
 def main(argv=None):
     args = parse_arguments(argv)
     config = build_config(args)
-    load_kernels(args)
-    _common.limit_blas_threads(args.threads)
+    fastrnn.set_num_threads(args.threads)    # every BLAS, SciPy's (the kernels') included
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
