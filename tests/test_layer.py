@@ -145,7 +145,8 @@ class TestDropout:
         grad = rng.standard_normal(out_ref.shape)
         assert_close(fast.backward(grad)[0], reference.backward(grad)[0], "float64")
         # the gradient w.r.t. x, by central differences through the SAME masks
-        masks = [record.input_mask for record in reference._context.layers]
+        T, B = x.shape[:2]
+        masks = [m.reshape(T, B, -1) for m in reference._context.masks]   # [L-1, T*B, H] packed
         params = reference.state_dict()
 
         def replay(inp):
@@ -153,7 +154,7 @@ class TestDropout:
             for layer in range(3):
                 weights = {k.replace(f"_l{layer}", "_l0"): v for k, v in params.items() if f"_l{layer}" in k}
                 inp = fastrnn.functional.rnn_forward(inp, weights, backend="numpy")[0]
-                inp = inp * masks[layer + 1] if layer < 2 else inp
+                inp = inp * masks[layer] if layer < 2 else inp
             return inp
 
         index, eps = (2, 1, 3), 1e-6

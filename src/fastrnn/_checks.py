@@ -34,12 +34,17 @@ def check_nonlinearity(nonlinearity):
         raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
 
 
-def check_constructor(input_size, hidden_size, num_layers, dropout, bias=True, batch_first=False):
-    """torch.nn.RNN's constructor checks, in its order, with its messages and its one warning."""
+def check_dropout(dropout):
+    """torch's check of a dropout probability (NaN and bools fail it too)."""
     if (not isinstance(dropout, numbers.Number) or isinstance(dropout, bool)
             or not 0 <= dropout <= 1):
         raise ValueError("dropout should be a number in range [0, 1] representing the "
                          "probability of an element being zeroed")
+
+
+def check_constructor(input_size, hidden_size, num_layers, dropout, bias=True, batch_first=False):
+    """torch.nn.RNN's constructor checks, in its order, with its messages and its one warning."""
+    check_dropout(dropout)
     if dropout > 0 and num_layers == 1:
         warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
                       "non-zero dropout expects num_layers greater than 1, but got "

@@ -77,12 +77,13 @@ class RNN(ParameterStore):
         self._arrays, self._context = backend.ARRAYS, None
 
     # ----------------------------------------------------------------- forward and backward
-    def forward(self, input, hx=None):
-        """``(output, h_n)``; under ``fastrnn.no_grad()`` nothing is kept for backward."""
+    def forward(self, input, hx=None, lengths=None):
+        """``(output, h_n)``; under ``fastrnn.no_grad()`` nothing is kept for backward.
+        ``lengths``: one length per sequence (any order) for a padded batch of ragged sequences."""
         backend_name = resolve_backend_name(self.backend, input)
         self._place_parameters(load_backend(backend_name))
         output, h_n, self._context = rnn_forward(
-            input, self._params, hx, nonlinearity=self.nonlinearity, batch_first=self.batch_first,
+            input, self._params, hx, lengths=lengths, nonlinearity=self.nonlinearity, batch_first=self.batch_first,
             dropout=self.dropout, training=self.training, rng=self._rng, backend=backend_name,
             need_backward=is_grad_enabled())
         return output, h_n

@@ -4,35 +4,44 @@ Why this shape: stacking layers, the two directions, dropout, ``batch_first`` an
 input are handled once, in ``fastrnn.functional``; a backend only needs the two kernels below
 plus a handful of array operations on its own device (allocation, copies, products by a mask).
 
-The contract every backend module meets (arrays live on the backend's device; shapes as in
-the comments; ``T >= 1``; all float arrays share one dtype, float32 or float64):
+The contract every backend module meets (arrays live on the backend's device; all float
+arrays share one dtype, float32 or float64). Sequences are PACKED, as in torch's
+PackedSequence: the batch is sorted by decreasing length, ``batch_sizes[t]`` (int64, host
+NumPy, [T], non-increasing, every entry >= 1) is the number of sequences longer than t, and
+step t's rows are the ``batch_sizes[t]`` rows after the ``batch_sizes[:t].sum()`` rows of the
+earlier steps (N rows in all; B = batch_sizes[0]). An equal-length batch [T, B, I] is the case
+batch_sizes = [B] * T, where the packed array is the time-major array itself. Step t computes
+its rows only; in the reverse direction the rows that step t+1 did not compute start there
+from h0; h_n holds each sequence's state after its own last step in the walk.
 
-    rnn_forward_<dev>(x, h0, w_ih, w_hh, bias, out, reverse, relu) -> None
-        x     [T, B, I]  C-contiguous layer input
-        h0    [B, H]     C-contiguous initial state
+    rnn_forward_<dev>(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, relu, out, h_n)
+        x     [N, I]  C-contiguous layer input
+        h0    [B, H]  C-contiguous initial state
         w_ih  [H, I], w_hh [H, H]  C-contiguous
-        bias  [H] or None          b_ih + b_hh, folded once by the caller
-        out   [T, B, H]  written; last axis contiguous and rows of all steps evenly spaced
-                         (strides[0] == B * strides[1]), so it may be one half of a
-                         bidirectional [T, B, 2H] buffer
+        b_ih, b_hh  [H] each, or both None (no bias)
+        out   [N, H]  written; last axis contiguous, rows evenly spaced (row stride >= H), so
+                      it may be one half of a bidirectional [N, 2H] buffer
+        h_n   [B, H]  written, C-contiguous
         reverse: bool   walk t = T-1 .. 0 instead of 0 .. T-1
         relu: bool      relu instead of tanh
 
-    rnn_backward_<dev>(x, h0, w_ih, w_hh, out, grad_out, grad_hn, reverse, relu,
+    rnn_backward_<dev>(x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, grad_out, grad_hn,
                        grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)
-        out       [T, B, H]  the forward's output (the activations h_t)
-        grad_out  [T, B, H]  dL/d out, same layout rules as ``out``
-        grad_hn   [B, H]     dL/d h_n (the last state in this direction's time order)
-        grad_x    [T, B, I]  written (accumulate_x False) or added to (accumulate_x True)
-        grad_h0   [B, H]     written
+        out       [N, H]  the forward's output (the activations h_t)
+        grad_out  [N, H]  dL/d out, same layout rules as ``out``
+        grad_hn   [B, H]  dL/d h_n
+        grad_x    [N, I]  written (accumulate_x False) or added to (accumulate_x True)
+        grad_h0   [B, H]  written
         grad_w_ih [H, I], grad_w_hh [H, H], grad_b_ih [H], grad_b_hh [H]
-                             ADDED to (parameter gradients accumulate); the biases may be None
+                          ADDED to (parameter gradients accumulate); the biases may be None
 
     Array operations on the device (``HostArrays`` below is the NumPy version):
         asarray(a, dtype) / to_host(a) / empty(shape, dtype) / zeros(shape, dtype)
         contiguous(a)       -> C-contiguous, equal to ``a`` (``a`` itself when it already is)
         swap_batch_time(a)  -> C-contiguous copy of ``a`` with axes 0 and 1 swapped
         copy_into(dst, src) ; multiply(a, b) -> a * b ; add(a, b) -> a + b
+        take_rows(a, index)          -> a[index] for a 2-D a and a 1-D int64 index (a copy)
+        put_rows(shape, index, rows) -> zeros(shape) with rows placed at index (2-D)
         is_device_array(a)  -> whether ``a`` is this device's array rather than host memory
 """
 import functools
@@ -95,6 +104,16 @@ class HostArrays:
     @staticmethod
     def add(a, b):
         return np.add(a, b)
+
+    @staticmethod
+    def take_rows(a, index):
+        return a[index]
+
+    @staticmethod
+    def put_rows(shape, index, rows):
+        result = np.zeros(shape, dtype=rows.dtype)
+        result[index] = rows
+        return result
 
 
 @functools.lru_cache(maxsize=None)

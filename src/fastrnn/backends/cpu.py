@@ -145,24 +145,43 @@ def _step_threads(batch, hidden):
     return threads.kernel_blas_threads()
 
 
-def rnn_forward_cpu(x, h0, w_ih, w_hh, bias, out, reverse, relu):
-    # x [T, B, I], h0 [B, H], w_ih [H, I], w_hh [H, H], bias [H] or None, out [T, B, H]
-    if bias is None:
-        bias = np.zeros(w_hh.shape[0], dtype=w_hh.dtype)
-    _rnn_cpu.rnn_forward_cpu(x, h0, w_ih, w_hh, bias, out, reverse, relu,
-                             _step_threads(x.shape[1], w_hh.shape[0]))
+def _time_major(packed, batch_sizes):
+    """The packed [N, F] rows of an equal-length batch as [T, B, F] (a view)."""
+    steps, batch = len(batch_sizes), int(batch_sizes[0])
+    if not (batch_sizes == batch).all():
+        raise NotImplementedError("the cpu kernels do not take variable-length batches yet")
+    return packed.reshape(steps, batch, packed.shape[-1]) if packed.ndim == 2 else packed
 
 
-def rnn_backward_cpu(x, h0, w_ih, w_hh, out, grad_out, grad_hn, reverse, relu,
+def _rows_view(packed, batch_sizes):
+    """[N, H] with a row stride (one half of [N, 2H]) as [T, B, H], keeping its strides."""
+    steps, batch = len(batch_sizes), int(batch_sizes[0])
+    return np.lib.stride_tricks.as_strided(
+        packed, (steps, batch, packed.shape[1]),
+        (packed.strides[0] * batch, packed.strides[0], packed.strides[1]))
+
+
+def rnn_forward_cpu(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, relu, out, h_n):
+    # x [N, I], h0 [B, H], w_ih [H, I], w_hh [H, H], b_ih/b_hh [H] or None, out [N, H], h_n [B, H]
+    bias = np.zeros(w_hh.shape[0], dtype=w_hh.dtype) if b_ih is None else b_ih + b_hh
+    out_tm = _rows_view(out, batch_sizes)
+    _rnn_cpu.rnn_forward_cpu(_time_major(x, batch_sizes), h0, w_ih, w_hh, bias, out_tm, reverse,
+                             relu, _step_threads(h0.shape[0], w_hh.shape[0]))
+    h_n[...] = out_tm[0 if reverse else -1]
+
+
+def rnn_backward_cpu(x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, grad_out, grad_hn,
                      grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh):
     # shapes: see fastrnn/backends/__init__.py; grad_b_ih/grad_b_hh [H] or None
     if grad_b_ih is None:
         grad_b_ih = grad_b_hh = np.zeros(w_hh.shape[0], dtype=w_hh.dtype)
-    scratch = np.empty(out.shape, dtype=out.dtype)
-    _rnn_cpu.rnn_backward_cpu(x, h0, w_ih, w_hh, out, grad_out, grad_hn, reverse, relu,
-                              grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh,
-                              grad_b_ih, grad_b_hh, scratch,
-                              _step_threads(x.shape[1], w_hh.shape[0]))
+    out_tm = _rows_view(out, batch_sizes)
+    scratch = np.empty(out_tm.shape, dtype=out.dtype)
+    _rnn_cpu.rnn_backward_cpu(_time_major(x, batch_sizes), h0, w_ih, w_hh, out_tm,
+                              _rows_view(grad_out, batch_sizes), grad_hn, reverse, relu,
+                              _time_major(grad_x, batch_sizes), accumulate_x, grad_h0,
+                              grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, scratch,
+                              _step_threads(h0.shape[0], w_hh.shape[0]))
 
 
 rnn_forward = rnn_forward_cpu

@@ -1,0 +1,66 @@
+"""Variable-length batches: from the caller's padded batch and ``lengths`` to the packed layout.
+
+Why packed: the kernels compute step t for the sequences still running at t only, so a ragged
+batch costs its real tokens, not its padding. They need the batch sorted by decreasing length
+and its tokens grouped by step (torch's PackedSequence layout, see backends/__init__.py). This
+module works out, once per call and on the host, which row of the padded time-major array each
+packed row is; moving the rows is one gather (and one scatter back), done by the backend's
+array operations, so it works on any device. ``lengths`` may come in any order: the caller's
+order is restored on the way out.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._checks import ShapeError
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Where each packed row comes from, and how to put the batch back in the caller's order."""
+    batch_sizes: np.ndarray        # [T] int64: sequences longer than t, non-increasing
+    sorted_indices: np.ndarray     # [B] int64: sorted position p holds caller's sequence this
+    unsorted_indices: np.ndarray   # [B] int64: caller's sequence b sits at this sorted position
+    rows: np.ndarray               # [N] int64: packed row r is row rows[r] of [T*B, F]
+
+
+def check_lengths(lengths, batch, steps):
+    """``lengths`` as an int64 array [B]; torch's wording where torch has a check."""
+    values = np.asarray(lengths)
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers (one per sequence), got an array of "
+                        f"{values.dtype}; convert it with .astype(np.int64) if its values are "
+                        "whole numbers")
+    if values.ndim != 1:
+        raise ShapeError(f"lengths must be a 1-D array with one length per sequence, got shape "
+                         f"{values.shape}")
+    if values.shape[0] != batch:
+        raise ShapeError(f"Expected `len(lengths)` to be equal to batch_size, but got "
+                         f"{values.shape[0]} (batch_size={batch})")
+    if batch and values.min() <= 0:
+        raise ValueError("Length of all samples has to be greater than 0, but found an element "
+                         "in 'lengths' that is <= 0")
+    if batch and values.max() > steps:
+        raise ValueError(f"Expected every length to be at most the sequence length {steps}, got "
+                         f"a length of {values.max()}")
+    return values.astype(np.int64)
+
+
+def plan_packing(lengths, batch, steps):
+    """The Packing of a padded [T, B, F] batch whose sequence b has ``lengths[b]`` steps."""
+    lengths = check_lengths(lengths, batch, steps)
+    sorted_indices = np.argsort(-lengths, kind="stable").astype(np.int64)
+    unsorted_indices = np.empty_like(sorted_indices)
+    unsorted_indices[sorted_indices] = np.arange(batch, dtype=np.int64)
+    sorted_lengths = lengths[sorted_indices]
+    longest = int(sorted_lengths[0]) if batch else 0
+    batch_sizes = (sorted_lengths[None, :] > np.arange(longest)[:, None]).sum(axis=1)
+    rows = np.concatenate([t * batch + sorted_indices[:size]
+                           for t, size in enumerate(batch_sizes)] or [np.zeros(0, np.int64)])
+    return Packing(batch_sizes.astype(np.int64), sorted_indices, unsorted_indices,
+                   rows.astype(np.int64))
+
+
+def equal_batch_sizes(batch, steps):
+    """batch_sizes of an equal-length batch: every sequence runs all ``steps`` steps."""
+    return np.full(steps, batch, dtype=np.int64)
