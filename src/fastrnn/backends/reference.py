@@ -11,6 +11,7 @@ last step from h0.
 import numpy as np
 
 from . import HostArrays
+from .activations import activate, activation_grad
 
 ARRAYS = HostArrays
 
@@ -27,15 +28,6 @@ def step_offsets(batch_sizes):
 def _time_steps(T, reverse):
     """The order the recurrence visits the steps in."""
     return range(T - 1, -1, -1) if reverse else range(T)
-
-
-def _activate(a, relu):
-    return np.maximum(a, 0) if relu else np.tanh(a)
-
-
-def _activation_grad(h, relu):
-    """d act(a) / d a written in terms of the output h = act(a)."""
-    return (h > 0).astype(h.dtype) if relu else 1 - h * h
 
 
 def _previous_states(out, h0, offsets, batch_sizes, t, reverse):
@@ -61,7 +53,7 @@ def rnn_forward_numpy(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, relu,
         a = x[rows] @ w_ih.T + h_prev @ w_hh.T
         if b_ih is not None:
             a = a + b_ih + b_hh
-        out[rows] = _activate(a, relu)
+        out[rows] = activate(a, relu)
         h_n[:batch_sizes[t]] = out[rows]      # the last step a sequence takes in this walk wins
 
 
@@ -73,7 +65,7 @@ def rnn_backward_numpy(x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, grad_
     grad_h = grad_hn.copy()          # dL/dh of each sequence's state, flowing back through time
     for t in reversed(list(_time_steps(len(batch_sizes), reverse))):
         rows, n = slice(offsets[t], offsets[t + 1]), batch_sizes[t]
-        g = (grad_out[rows] + grad_h[:n]) * _activation_grad(out[rows], relu)   # dL/da_t [n, H]
+        g = (grad_out[rows] + grad_h[:n]) * activation_grad(out[rows], relu)   # dL/da_t [n, H]
         grad_w_ih += g.T @ x[rows]
         grad_w_hh += g.T @ _previous_states(out, h0, offsets, batch_sizes, t, reverse)
         if grad_b_ih is not None:
