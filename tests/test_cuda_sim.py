@@ -202,6 +202,22 @@ class TestGemm:
                           tile=cuda_kernels.LARGE_TILE)
         assert_close(self.host(out), x @ w.T, "float32", RTOL["float32"])
 
+    @pytest.mark.parametrize("b_transposed", [False, True])
+    def test_wide_products_split_into_launches_within_the_grid_limit(self, monkeypatch,
+                                                                     b_transposed):
+        """Grid y is 16-bit: columns past MAX_GRID_Y tiles go to further launches."""
+        monkeypatch.setattr(backend, "MAX_GRID_Y", 1)              # one 16-column tile a launch
+        rng, arrays = np.random.default_rng(5), backend.ARRAYS
+        a, b = random_array(rng, (3, 4), "float64"), random_array(rng, (4, 40), "float64")
+        bias, c = random_array(rng, 40, "float64"), random_array(rng, (3, 40), "float64")
+        c_dev = arrays.asarray(c)
+        launches = spy_launches(monkeypatch)
+        backend.gemm_into(c_dev, arrays.asarray(a), arrays.asarray(b.T if b_transposed else b),
+                          b_transposed=b_transposed, bias=arrays.asarray(bias), accumulate=True,
+                          tile=cuda_kernels.SMALL_TILE)
+        assert len(launches) == 3
+        assert_close(self.host(c_dev), c + a @ b + bias, "float64", RTOL["float64"])
+
     def test_mismatched_shapes_are_refused(self):
         c, a, b = (backend.ARRAYS.empty(s, "float32") for s in ((6, 2), (6, 3), (4, 2)))
         with pytest.raises(ValueError, match=r"op\(a\) is 6x3, op\(b\) 4x2, c 6x2"):
@@ -619,13 +635,13 @@ SM90_REPORT = """
     try:                                    # numba-cuda internals (0.30): may move
         import numba.cuda.compiler as compiler
         import numba.cuda.dispatcher as dispatcher
-        compiler.compile_cuda, compiler.compile_ptx, dispatcher.get_current_device
+        compiler.compile_cuda, compiler._compile_pyfunc_with_fixup, dispatcher.get_current_device
     except (ImportError, AttributeError) as exc:
         print(json.dumps({"skip": f"numba-cuda's internal compile API changed: {exc}"}))
         raise SystemExit
     # device functions ask the current device for its compute capability: pretend sm_90
     dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
-    compiled = []                           # compile_ptx's typing results, to read their types
+    compiled = []                           # the typing results, to read their variables' types
     compile_cuda = compiler.compile_cuda
     compiler.compile_cuda = lambda *a, **k: compiled.append(compile_cuda(*a, **k)) or compiled[-1]
     from fastrnn.backends import cuda_kernels as K
@@ -642,7 +658,16 @@ SM90_REPORT = """
                     names |= narrow_integers(sub, seen)
         return names
 
-    report, narrow = {}, set()
+    def ptx_of(library):
+        # NVVM's PTX, or why NVVM (the CUDA toolkit, or NVRTC that numba uses to find it) is missing
+        try:
+            return library.get_asm_str(cc=(9, 0)), None
+        except Exception as exc:            # numba/cuda-pathfinder raise their own types
+            if "not found" in str(exc).lower() or "failure finding" in str(exc).lower():
+                return None, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            raise
+
+    report, narrow, ptx_missing = {}, set(), None
     flag, count = types.boolean, types.int64
     I1, S2 = types.Array(count, 1, "C"), types.Array(count, 2, "C")
     for name, tile in (("float32", K.LARGE_TILE), ("float64", K.SMALL_TILE)):
@@ -664,12 +689,16 @@ SM90_REPORT = """
             kernels[f"backward {grid_wide}"] = (
                 backward, (A2, A2, C2, C1, C2, C2, S2, flag, flag, count, count, count, flag))
         for what, (kernel, signature) in kernels.items():
-            ptx, _ = compiler.compile_ptx(kernel.py_func, signature, cc=(9, 0))
-            report[f"{name} {what}"] = {"sm_90": ".target sm_90" in ptx,
-                                        "f64": ".f64" in ptx,
-                                        "grid sync": "cudaCGSynchronize" in ptx}
+            library, _ = compiler._compile_pyfunc_with_fixup(
+                kernel.py_func, signature, device=False, cc=(9, 0), abi="numba")
             narrow |= narrow_integers(compiled[-1], set())
-    report["narrow integers"] = sorted(narrow)
+            ptx, ptx_missing = ptx_of(library)
+            report[f"{name} {what}"] = {
+                "cooperative": library.use_cooperative,
+                "ptx": None if ptx is None else {"sm_90": ".target sm_90" in ptx,
+                                                 "f64": ".f64" in ptx,
+                                                 "grid sync": "cudaCGSynchronize" in ptx}}
+    report["narrow integers"], report["ptx missing"] = sorted(narrow), ptx_missing
     print(json.dumps(report))
 """
 
@@ -693,23 +722,35 @@ def sm90_report(sm90_compile):
     return finish_python(sm90_compile)
 
 
+def kernel_reports(report):
+    """{(dtype, kernel): its entry} for the 12 kernels in both dtypes."""
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    kernels = {tuple(key.split(" ", 1)): value for key, value in report.items()
+               if key.startswith("float")}
+    assert len(kernels) == 24
+    return kernels
+
+
+def test_every_kernel_types_and_lowers_for_sm90(sm90_report):
+    for (dtype, kernel), result in kernel_reports(sm90_report).items():
+        assert result["cooperative"] == kernel.endswith("True"), kernel    # grid kernels only
+
+
 def test_every_kernel_compiles_to_ptx_for_sm90(sm90_report):
-    if "skip" in sm90_report:
-        pytest.skip(sm90_report["skip"])
-    kernels = {key.split(" ", 1)[1] for key in sm90_report if key.startswith("float")}
-    assert len(kernels) == 12
-    for dtype in ("float32", "float64"):
-        for kernel in kernels:
-            result = sm90_report[f"{dtype} {kernel}"]
-            assert result["sm_90"], kernel
-            assert result["grid sync"] == kernel.endswith("True"), kernel   # grid kernels only
-            # float32 kernels do float32 arithmetic only (no float64 from a constant's type)
-            assert result["f64"] == (dtype == "float64"), kernel
+    kernels = kernel_reports(sm90_report)
+    if sm90_report["ptx missing"]:
+        pytest.skip(f"no NVVM here ({sm90_report['ptx missing']}): install the CUDA toolkit's "
+                    "NVVM and NVRTC (pip: nvidia-cuda-nvrtc) to compile PTX without a GPU")
+    for (dtype, kernel), result in kernels.items():
+        assert result["ptx"]["sm_90"], kernel
+        assert result["ptx"]["grid sync"] == kernel.endswith("True"), kernel
+        # float32 kernels do float32 arithmetic only (no float64 from a constant's type)
+        assert result["ptx"]["f64"] == (dtype == "float64"), (dtype, kernel)
 
 
 def test_kernel_index_arithmetic_is_64_bit(sm90_report):
     """Only the hardware's own thread and block indices (< 2**31) are 32-bit; every index
     computed from them meets int64 operands, so N*H past 2**31 addresses correctly."""
-    if "skip" in sm90_report:
-        pytest.skip(sm90_report["skip"])
+    kernel_reports(sm90_report)
     assert set(sm90_report["narrow integers"]) <= {"tid", "tx", "ty", "index"}

@@ -67,6 +67,7 @@ MAX_THREADS = 256
 ROW_OUTPUTS_PER_BLOCK = 256          # rows strategy: batch rows per block = this // H, at least 1
 LARGE_TILE_MIN_BLOCKS = 128          # GEMM: big tiles only when they still make a full wave
 ELEMENTWISE_THREADS = 256
+MAX_GRID_Y = 65535                   # CUDA's limit on a grid's y (and z) size; x goes to 2**31 - 1
 COLUMN_SUM_THREADS = 128
 
 _forced = {"strategy": None, "weights_on_chip": None}
@@ -112,7 +113,7 @@ def _launch(kernel, blocks, threads, *args, shared_bytes=0):
 def _launch_1d(kernel, size, *args):
     """A grid-stride kernel over ``size`` items (callers skip empty arrays)."""
     threads = min(ELEMENTWISE_THREADS, _round_up(size, 32))
-    _launch(kernel, min(math.ceil(size / threads), 65535), threads, *args)
+    _launch(kernel, min(math.ceil(size / threads), MAX_GRID_Y), threads, *args)
 
 
 # ----------------------------------------------------------------------------- boundary checks
@@ -373,6 +374,14 @@ def gemm_into(c, a, b, *, a_transposed=False, b_transposed=False, bias=None, acc
         return
     dtype = np.dtype(c.dtype).name
     tile = tile or choose_tile(m, n)
+    slab = MAX_GRID_Y * tile[1]         # the columns one launch covers (grid y is 16-bit)
+    if n > slab:
+        for start in range(0, n, slab):
+            part = slice(start, start + slab)
+            gemm_into(c[:, part], a, b[part] if b_transposed else b[:, part],
+                      a_transposed=a_transposed, b_transposed=b_transposed,
+                      bias=None if bias is None else bias[part], accumulate=accumulate, tile=tile)
+        return
     blocks = (math.ceil(m / tile[0]), math.ceil(n / tile[1]))
     bias_arg = _no_bias(dtype) if bias is None else bias
     _launch(kernels.gemm_kernel(dtype, tile), blocks, kernels.tile_threads(tile),
