@@ -16,6 +16,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import backend_status
+from cuda_helpers import device_pointer, forbid_host_copies
 from helpers import assert_close, random_array
 
 
@@ -41,10 +42,6 @@ RTOL = {"float32": 1e-4, "float64": 1e-10}
 
 def host(a):
     return backend.ARRAYS.to_host(a) if backend.ARRAYS.is_device_array(a) else np.asarray(a)
-
-
-def device_pointer(a):
-    return a.__cuda_array_interface__["data"][0]
 
 
 def ragged_lengths(rng, batch, steps):
@@ -169,12 +166,15 @@ def torch_cuda():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@pytest.mark.parametrize("lengths", [None, [4, 9, 1, 7, 9, 2]])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first):
+def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first, lengths):
+    """fastrnn.RNN against cuDNN on the same batch: padded, or packed from unsorted lengths."""
     torch = torch_cuda
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
     torch.manual_seed(0)
-    T, B, I, H = 7, 5, 12, 48
+    T, B, I, H = 9, 6, 12, 48
     reference = torch.nn.RNN(I, H, num_layers=2, nonlinearity=nonlinearity, bidirectional=True,
                              batch_first=batch_first).cuda()
     layer = fastrnn.RNN(I, H, num_layers=2, nonlinearity=nonlinearity, bidirectional=True,
@@ -182,8 +182,16 @@ def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first):
     layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in reference.state_dict().items()})
     x = torch.randn((B, T, I) if batch_first else (T, B, I), device="cuda", requires_grad=True)
     hx = torch.randn(4, B, H, device="cuda", requires_grad=True)
-    expected_out, expected_hn = reference(x, hx)
-    out, h_n = layer(x.detach(), hx.detach())         # auto: a CUDA tensor picks 'cuda'
+    if lengths is None:
+        expected_out, expected_hn = reference(x, hx)
+    else:
+        packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=batch_first,
+                                      enforce_sorted=False)
+        expected_packed, expected_hn = reference(packed, hx)
+        expected_out, _ = pad_packed_sequence(expected_packed, batch_first=batch_first,
+                                              total_length=T)
+    out, h_n = layer(x.detach(), hx.detach(),        # auto: a CUDA tensor picks 'cuda'
+                     lengths=None if lengths is None else np.array(lengths))
     assert backend.ARRAYS.is_device_array(out)
     grad_out, grad_hn = torch.randn_like(expected_out), torch.randn_like(expected_hn)
     torch.autograd.backward([expected_out, expected_hn], [grad_out, grad_hn])
@@ -192,49 +200,6 @@ def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first):
     pairs += [(layer.grads[name], p.grad) for name, p in reference.named_parameters()]
     for actual, expected in pairs:
         assert_close(host(actual), expected.detach().cpu().numpy(), "float32", RTOL["float32"])
-
-
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_parity_with_torch_cudnn_packed(torch_cuda, nonlinearity):
-    """fastrnn.RNN with ``lengths`` against cuDNN on the same batch packed (unsorted lengths)."""
-    torch = torch_cuda
-    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-    torch.manual_seed(0)
-    T, B, I, H = 9, 6, 12, 48
-    lengths = [4, 9, 1, 7, 9, 2]
-    reference = torch.nn.RNN(I, H, num_layers=2, nonlinearity=nonlinearity,
-                             bidirectional=True).cuda()
-    layer = fastrnn.RNN(I, H, num_layers=2, nonlinearity=nonlinearity, bidirectional=True)
-    layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in reference.state_dict().items()})
-    x = torch.randn(T, B, I, device="cuda", requires_grad=True)
-    hx = torch.randn(4, B, H, device="cuda", requires_grad=True)
-    packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False)
-    expected_packed, expected_hn = reference(packed, hx)
-    expected_out, _ = pad_packed_sequence(expected_packed, total_length=T)
-    out, h_n = layer(x.detach(), hx.detach(), lengths=np.array(lengths))
-    grad_out, grad_hn = torch.randn_like(expected_out), torch.randn_like(expected_hn)
-    torch.autograd.backward([expected_out, expected_hn], [grad_out, grad_hn])
-    grad_x, grad_hx = layer.backward(grad_out, grad_hn)
-    pairs = [(out, expected_out), (h_n, expected_hn), (grad_x, x.grad), (grad_hx, hx.grad)]
-    pairs += [(layer.grads[name], p.grad) for name, p in reference.named_parameters()]
-    for actual, expected in pairs:
-        assert_close(host(actual), expected.detach().cpu().numpy(), "float32", RTOL["float32"])
-
-
-def forbid_host_copies(monkeypatch, device_array_type):
-    """No float data crosses between host and device: copy_to_host is refused and to_device
-    takes only the packed layout's int64 metadata (step sizes, row indices)."""
-    to_device = numba_cuda.to_device
-
-    def metadata_only(a, *args, **kwargs):
-        if np.asarray(a).dtype != np.int64:
-            raise AssertionError(f"a {np.asarray(a).dtype} host -> device copy in a device call")
-        return to_device(a, *args, **kwargs)
-
-    def no_host_copy(*args, **kwargs):
-        raise AssertionError("a device -> host copy during a device-array call")
-    monkeypatch.setattr(numba_cuda, "to_device", metadata_only)
-    monkeypatch.setattr(device_array_type, "copy_to_host", no_host_copy)
 
 
 @pytest.mark.parametrize("lengths", [None, [5, 2, 4]])

@@ -20,6 +20,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import backend_status, reference
+from cuda_helpers import device_pointer, forbid_host_copies
 from helpers import assert_close, random_array
 
 CUDA_REASON = backend_status()["cuda"]
@@ -33,13 +34,6 @@ if CUDA_REASON is None:
 RTOL = {"float32": 1e-5, "float64": 1e-12}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAGGED = (4, 3, 3, 1)            # sorted lengths: batch_sizes [4, 3, 3, 1], a tie, a length of 1
-
-
-def device_pointer(a):
-    """Address of a device array's first element (simulator device arrays are host memory)."""
-    if hasattr(a, "__cuda_array_interface__"):
-        return a.__cuda_array_interface__["data"][0]
-    return a.__array_interface__["data"][0]
 
 
 def batch_sizes_of(sorted_lengths):
@@ -77,7 +71,7 @@ def run_layer_direction(module, arrays, inputs, reverse, relu):
     out, grad_out = out_both[:, H:], grad_out_both[:, H:]
     h_n = arrays.asarray(np.full(inputs["h0"].shape, 7, dtype))
     module.rnn_forward(*(dev[name] for name in WEIGHTS), batch_sizes, reverse, relu, out, h_n)
-    grads = {name: None if inputs[name] is None else arrays.asarray(np.ones(inputs[name].shape, dtype))
+    grads = {name: None if inputs[name] is None else arrays.asarray(np.ones_like(inputs[name]))
              for name in WEIGHTS}
     module.rnn_backward(dev["x"], dev["h0"], dev["w_ih"], dev["w_hh"], batch_sizes, reverse, relu,
                         out, grad_out, dev["grad_hn"], grads["x"], True, grads["h0"],
@@ -494,22 +488,6 @@ def test_numpy_in_numpy_out():
     assert all(isinstance(a, np.ndarray) for a in (out, h_n, grad_x, grad_hx))
 
 
-def forbid_host_copies(monkeypatch, device_array):
-    """Device data must not cross to the host and back: copy_to_host is refused, and to_device
-    only takes the packed layout's int64 metadata (step sizes, row indices), never floats."""
-    to_device = numba_cuda.to_device
-
-    def metadata_only(a, *args, **kwargs):
-        if np.asarray(a).dtype != np.int64:
-            raise AssertionError(f"a {np.asarray(a).dtype} host -> device copy in a device call")
-        return to_device(a, *args, **kwargs)
-
-    def no_host_copy(*args, **kwargs):
-        raise AssertionError("a device -> host copy during a device-array call")
-    monkeypatch.setattr(numba_cuda, "to_device", metadata_only)
-    monkeypatch.setattr(type(device_array), "copy_to_host", no_host_copy)
-
-
 @pytest.mark.parametrize("lengths", [None, [3, 1]])
 def test_device_arrays_in_and_out_without_host_copies(monkeypatch, lengths):
     rng = np.random.default_rng(9)
@@ -519,7 +497,7 @@ def test_device_arrays_in_and_out_without_host_copies(monkeypatch, lengths):
     dev(x)                                        # moves the parameters to the device once
     x_dev, hx_dev, grad_out_dev = (numba_cuda.to_device(a) for a in (x, hx, grad_out))
 
-    forbid_host_copies(monkeypatch, x_dev)
+    forbid_host_copies(monkeypatch, type(x_dev))
     out, h_n = dev(x_dev, hx_dev, lengths=lengths)
     if lengths is None:
         assert device_pointer(dev._context.x) == device_pointer(x_dev)

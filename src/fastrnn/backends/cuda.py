@@ -143,9 +143,9 @@ def _check_native(what, dtype):
     dtype = np.dtype(dtype)
     if not dtype.isnative:
         order = "big" if dtype.byteorder == ">" else "little"
-        raise ValueError(f"Expected {what} in the machine's native byte order, got a {order}-endian "
-                         f"{dtype.name} array (dtype {dtype.str!r}); convert it with "
-                         f".astype(np.{dtype.name})")
+        raise ValueError(f"Expected {what} in the machine's native byte order, got a "
+                         f"{order}-endian {dtype.name} array (dtype {dtype.str!r}); convert it "
+                         f"with .astype(np.{dtype.name})")
 
 
 def _check_layout(what, a, layout):

@@ -1,4 +1,4 @@
-"""Numba CUDA kernels of the 'cuda' backend; cuda.py checks their arguments, chooses and launches them.
+"""Numba CUDA kernels of the 'cuda' backend; cuda.py checks their arguments and launches them.
 
 Why these kernels and no others:
 
@@ -48,9 +48,10 @@ from . import activations
 SMALL_TILE = (16, 16, 8, 2, 2)
 LARGE_TILE = (64, 64, 16, 4, 4)
 
-# activations.py's functions as device functions (they return a wider type in Numba than in
-# NumPy for float32: `1 - h * h` is float64 there; the kernels cast back at once, see
-# recurrent_kernels, which keeps their code float32).
+# activations.py's functions as device functions. Numba types a Python int constant as int64,
+# so for a float32 h `1 - h * h` is float64 there (float32 in NumPy): the kernels cast each
+# result back to their dtype at once (recurrent_kernels), which lets NVVM fold the round trip
+# away, and float32 kernels stay float32 (the sm_90 PTX test checks it).
 tanh = cuda.jit(device=True)(activations.tanh)
 relu = cuda.jit(device=True)(activations.relu)
 tanh_grad = cuda.jit(device=True)(activations.tanh_grad)
@@ -113,7 +114,7 @@ def _step_at(schedule, walk_index, backwards):
     steps (backwards: t = T-1 .. 0); (0, 0) before the walk's start or after its end."""
     steps = schedule.shape[1] - 1
     if walk_index < 0 or walk_index >= steps:
-        return schedule[0, steps], schedule[0, steps]          # B_T = 0: no rows
+        return 0, 0
     t = steps - 1 - walk_index if backwards else walk_index
     return schedule[0, t], schedule[1, t]
 
@@ -306,10 +307,11 @@ def recurrent_kernels(dtype, grid_wide):
         b = b0 + (pair // nj if inside else 0)
         jj = pair % nj if inside else 0
         partial = zero
+        start = jj * row_stride
         if inside and b < carried_rows:
-            partial = partial_dot(carried, carried_offset + b, weights, jj * row_stride, lane, lanes)
+            partial = partial_dot(carried, carried_offset + b, weights, start, lane, lanes)
         elif inside and use_starts:
-            partial = partial_dot(starts, b, weights, jj * row_stride, lane, lanes)
+            partial = partial_dot(starts, b, weights, start, lane, lanes)
         scratch[tid] = partial
         cuda.syncthreads()
         total = zero
