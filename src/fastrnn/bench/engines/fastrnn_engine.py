@@ -5,6 +5,8 @@ constructor, ``layer(x)``, ``layer.backward(grad_out)``, ``fastrnn.no_grad()``,
 ``load_state_dict`` and, when the layer has one, ``layer.step(x_t, h)`` (found with getattr),
 so it keeps measuring what a user gets.
 """
+import os
+
 import numpy as np
 
 from . import Runner, Skip
@@ -12,6 +14,8 @@ from . import Runner, Skip
 
 def unavailable(variant):
     import fastrnn
+    if variant == "cuda" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "Numba's CUDA simulator is on (NUMBA_ENABLE_CUDASIM=1): no GPU to time"
     backend = "cpu" if variant == "step" else variant
     reason = fastrnn.backend_status()[backend]
     if reason is None and variant == "step" and _step_method(fastrnn.RNN(1, 1)) is None:
