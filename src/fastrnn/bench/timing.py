@@ -44,14 +44,15 @@ class Clock:
         return Sample(seconds / calls, cpu / wall if wall > 0 else 0.0, reported)
 
     def calls_for(self, call, context, min_sample_s):
-        """How many calls make a sample of ``min_sample_s`` (after two warm-up calls)."""
-        calls = 1
-        self.sample(call, 2, context, lambda: None)
-        while True:
-            seconds = self.sample(call, calls, context, lambda: None).seconds * calls
-            if seconds >= min_sample_s / 8 or calls >= 1 << 20:
-                return max(1, math.ceil(calls * min_sample_s / max(seconds, 1e-9)))
+        """How many calls make a sample of ``min_sample_s``. The first call is the warm-up (the
+        agreement check has already run the engine once); a call shorter than an eighth of
+        a sample is re-timed over 8x more calls until the estimate is that long."""
+        no_threads = lambda: None
+        calls, seconds = 1, self.sample(call, 1, context, no_threads).seconds
+        while seconds * calls < min_sample_s / 8 and calls < 1 << 20:
             calls *= 8
+            seconds = self.sample(call, calls, context, no_threads).seconds
+        return max(1, math.ceil(min_sample_s / max(seconds, 1e-9)))
 
 
 def timed_calls(runner):
