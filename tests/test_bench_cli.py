@@ -290,6 +290,15 @@ def test_summarise_takes_medians_and_divides_them():
         shapes.flops(shape, "forward") / 2.0 / 1e9)
 
 
+def test_noise_counts_the_samples_another_process_cut_into():
+    cut = [timing.Sample(1.0, share, 1) for share in (1.0, 0.5, 0.99, 0.8)]
+    steady = [timing.Sample(seconds, 1.0, 1) for seconds in (1.0, 1.1, 0.8)]
+    result = run.noise([cut, steady], threads=1)
+    assert result["busy_samples"] == pytest.approx(2 / 7)
+    assert result["median_cpu_share"] == 1.0
+    assert result["median_spread"] == pytest.approx(0.05)     # medians 0 and 0.1
+
+
 def test_thread_warnings_name_the_engine_that_ran_too_many_threads():
     entry = lambda cpu, threads: {"forward": {"cpu_per_wall": cpu, "threads_reported": threads}}
     record = {"settings": {"threads": 1},

@@ -85,9 +85,10 @@ def footer_lines(report):
         lines += [f"Not timed: {name} on {shape}: {reason}" for shape, reason in reasons.items()]
     if threads == 1 and noise["median_cpu_share"] is not None:
         lines.append(f"Noise: the process ran {100 * noise['median_cpu_share']:.0f}% of the wall "
-                     f"time (median over samples; below ~90% the machine was busy and ratios "
-                     f"are noisy); samples spread {100 * noise['median_spread']:.1f}% around "
-                     f"their median.")
+                     f"time (median over samples); {100 * noise['busy_samples']:.0f}% of the "
+                     f"samples ran less than 90% of it (another process took the CPU: with "
+                     f"--clock wall their ratios are noisy, --clock cpu is steadier); samples "
+                     f"spread {100 * noise['median_spread']:.1f}% around their median.")
     elif noise["median_spread"] is not None:
         lines.append(f"Noise: samples spread {100 * noise['median_spread']:.1f}% around their "
                      f"median.")

@@ -143,12 +143,15 @@ def run_section(section, shape_list, engines, settings, clock, progress):
 
 def noise(samples, threads):
     """How busy the machine was: the share of the wall time the process ran (CPU time / wall
-    / threads, median over samples; 1.0 is a quiet machine) and the median spread of samples
-    around their median. ``samples``: one list of Samples per engine, mode and shape."""
+    / threads, median over samples; 1.0 is a quiet machine), the share of samples in which it
+    ran less than 90% of the time (with one thread: samples another process cut into), and
+    the median spread of samples around their median. ``samples``: one list of Samples per
+    engine, mode and shape."""
     shares = [s.cpu_per_wall / threads for values in samples for s in values]
     spreads = [_median(np.abs(np.array([s.seconds for s in values])
                               / _median([s.seconds for s in values]) - 1)) for values in samples]
     return {"median_cpu_share": _median(shares) if shares else None,
+            "busy_samples": float(np.mean(np.array(shares) < 0.9)) if shares else None,
             "median_spread": _median(spreads) if spreads else None}
 
 
