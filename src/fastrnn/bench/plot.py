@@ -25,14 +25,19 @@ def _panels(report):
     return panels
 
 
-def _draw(ax, title, xlabel, reference, groups):
+def _draw(ax, title, xlabel, reference, groups, colours):
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     engines = list(dict.fromkeys(name for values in groups.values() for name in values))
     height = 0.8 / max(len(engines), 1)
     y = np.arange(len(groups))
     for i, name in enumerate(engines):
         values = [values.get(name, np.nan) for values in groups.values()]
-        ax.barh(y + i * height, values, height=height, label=name)
+        ax.barh(y + i * height, values, height=height, label=name, color=colours[name])
     ax.set_xscale("log")
+    suffix = "x" if reference is not None else ""
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}{suffix}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if reference is not None:
         ax.axvline(reference, color="black", linestyle="--", linewidth=1)
     ax.set_yticks(y + 0.4 - height / 2, list(groups), fontsize=8)
@@ -47,11 +52,14 @@ def write_plot(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     panels = _panels(report)
+    palette = plt.get_cmap("tab10").colors
+    names = report["settings"]["engines"] + ["limit"]
+    colours = {name: palette[i % len(palette)] for i, name in enumerate(names)}
     rows = max((len(groups) for *_, groups in panels), default=1)
     fig, axes = plt.subplots(1, max(len(panels), 1), squeeze=False,
                              figsize=(5.5 * max(len(panels), 1), 0.55 * rows + 2.5))
     for ax, panel in zip(axes[0], panels):
-        _draw(ax, *panel)
+        _draw(ax, *panel, colours)
     s = report["settings"]
     fig.suptitle(f"fastrnn bench on {report['machine']['cpu']}: {s['threads']} thread(s), "
                  f"medians of {s['repeats']}", fontsize=10)
