@@ -25,18 +25,26 @@ TORCHLESS = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['fastr
              "sys.argv[1:]; runpy.run_module('fastrnn', run_name='__main__')")
 
 
-def run_bench(args, without_torch=False):
+def pin_to_one_cpu():
+    """What ``taskset -c N`` does: the protocol for single-thread figures (JAX unpinned uses
+    a second core's worth of time on toy shapes, and the bench rightly warns)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def run_bench(args, without_torch=False, pinned=False):
     command = [sys.executable] + (["-c", TORCHLESS] if without_torch else ["-m", "fastrnn"])
     return subprocess.run(command + ["bench"] + args, capture_output=True, text=True,
-                          timeout=600, env=ENV)
+                          timeout=600, env=ENV, preexec_fn=pin_to_one_cpu if pinned else None)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One run with every engine installed here, written in every format."""
+    """One run, pinned to one CPU, with every engine installed here, in every format."""
     folder = tmp_path_factory.mktemp("bench")
     paths = {fmt: folder / f"run{suffix}" for suffix, fmt in report.SUFFIXES.items()}
-    done = run_bench(QUICK + [arg for path in paths.values() for arg in ("-o", str(path))])
+    done = run_bench(QUICK + [arg for path in paths.values() for arg in ("-o", str(path))],
+                     pinned=True)
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads(paths["json"].read_text()), paths
 
@@ -84,6 +92,8 @@ def test_json_records_settings_machine_libraries_and_threads(quick_run):
     assert settings["sections"] == ["throughput", "latency"]
     assert settings["engines"][0] == "fastrnn" and "fastrnn-numpy" not in settings["engines"]
     assert record["machine"]["cpu"] and record["machine"]["logical_cores"] >= 1
+    if hasattr(os, "sched_setaffinity"):
+        assert len(record["machine"]["allowed_cpus"]) == 1            # the run was pinned
     kernels_blas = [lib for lib in record["blas"]["libraries"] if lib["bundled_by"] == "scipy"]
     assert kernels_blas and kernels_blas[0]["num_threads"] == 1 and kernels_blas[0]["coretype"]
     assert all(lib["num_threads"] == 1 for lib in record["blas"]["libraries"])
@@ -308,6 +318,7 @@ def test_thread_warnings_name_the_engine_that_ran_too_many_threads():
     warnings = run.thread_warnings(record)
     assert len(warnings) == 2
     assert warnings[0].startswith("jax used 1.90 CPUs per wall second")
+    assert warnings[0].endswith("pin the bench to 1 CPU(s) with taskset")
     assert warnings[1].startswith("torch reported [2] threads")
 
 
