@@ -106,14 +106,15 @@ def test_json_ratios_are_the_ratios_of_the_medians(quick_run):
     _, record, _ = quick_run
     for result in record["throughput"]:
         engines = result["engines"]
-        assert "limit" in engines and "fastrnn" in engines
+        assert "fastrnn" in engines and "limit calls" not in engines   # subtracted, not shown
         for name, entry in engines.items():
             for mode, m in entry.items():
-                assert m["median_ms"] == pytest.approx(float(np.median(m["samples_ms"])))
+                net = float(np.median(m["samples_ms"])) - m.get("calls_ms", 0.0)
+                assert m["median_ms"] == pytest.approx(net)
                 if name != "fastrnn":
                     assert m["rel"] == pytest.approx(
                         m["median_ms"] / engines["fastrnn"][mode]["median_ms"])
-                if name != "limit":
+                if name != "limit" and mode in engines["limit"]:
                     assert m["share_of_limit"] == pytest.approx(
                         engines["limit"][mode]["median_ms"] / m["median_ms"])
     for result in record["latency"]:
@@ -298,6 +299,28 @@ def test_summarise_takes_medians_and_divides_them():
     assert "share_of_limit" not in result["limit"]["forward"]
     assert result["fastrnn"]["forward"]["gflops"] == pytest.approx(
         shapes.flops(shape, "forward") / 2.0 / 1e9)
+
+
+def test_the_limit_is_net_of_its_calls_cost():
+    shape = shapes.Shape(4, 2, 3, 5)
+    samples = {("fastrnn", "forward"): _samples(4.0), ("limit", "forward"): _samples(10.0),
+               ("limit calls", "forward"): _samples(2.0)}
+    result = run.summarise(shape, samples, dict.fromkeys(samples, 1), run.throughput_reference,
+                           ("forward",))
+    assert set(result) == {"fastrnn", "limit"}
+    assert result["limit"]["forward"]["median_ms"] == 8000.0
+    assert result["limit"]["forward"]["calls_ms"] == 2000.0
+    assert result["fastrnn"]["forward"]["share_of_limit"] == 2.0
+
+
+def test_a_limit_lost_in_its_calls_cost_gives_no_share():
+    shape = shapes.Shape(4, 2, 3, 5)
+    samples = {("fastrnn", "forward"): _samples(4.0), ("limit", "forward"): _samples(2.01),
+               ("limit calls", "forward"): _samples(2.0)}
+    result = run.summarise(shape, samples, dict.fromkeys(samples, 1), run.throughput_reference,
+                           ("forward",))
+    assert set(result) == {"fastrnn"}
+    assert "share_of_limit" not in result["fastrnn"]["forward"]
 
 
 def test_noise_counts_the_samples_another_process_cut_into():

@@ -143,7 +143,7 @@ def _turns(settings):
     count = lambda section: sum(section in e.sections for e in engines)
     turns = 0
     if "throughput" in settings.sections:
-        turns += len(settings.shapes) * (count("throughput") + 1)      # + the limit
+        turns += len(settings.shapes) * (count("throughput") + 2)      # + the limit, its calls
     if "latency" in settings.sections:
         turns += len(shapes.LATENCY) * count("latency")
     return turns * settings.repeats

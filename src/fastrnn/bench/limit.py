@@ -14,14 +14,20 @@ How it is measured (the products are listed by ``shapes.products``):
   fastrnn's kernels call, on the same threads (fastrnn.set_num_threads set it), with
   preallocated outputs, operands transposed as the kernels store them;
 - the T step products of a layer-direction are ONE call of NumPy's ``matmul`` on a [T, B, H]
-  stack against W_hh broadcast to [T, H, H] (stride 0, no copy): NumPy's C loop makes one
+  stack against W_hh (laid out once, as the product wants it: see shapes.forward_products)
+  broadcast to [T, H, H] (stride 0, no copy): NumPy's C loop makes one
   BLAS call per product, so no Python runs between products. A Python call per product
   would cost ~2 us, more than a [1, 32] x [32, 32] product itself. These calls run NumPy's
   BLAS, set to the same thread count (the header names both libraries and their kernels);
-- the limit is timed like an engine, taking its turn among them in every repeat.
-What remains above the BLAS time: about 2 us of Python per call (two calls per
-layer-direction forward, six forward + backward), under 5% of the smallest shapes' limit.
+- the limit is timed like an engine, taking its turn among them in every repeat; so are the
+  same calls on 1 x 1 operands (``make_overhead_runner``), whose median is subtracted from
+  the limit's: each call costs ~2 us of Python and argument checks (two per layer-direction
+  forward, six forward + backward), which is 10-15% of the limit at (96, 1, 64, 64). Where
+  the difference is under 2% of the limit's own time (toy shapes), the products cannot be
+  told from the calls and no share is given.
 """
+import dataclasses
+
 import numpy as np
 
 from . import shapes
@@ -32,11 +38,14 @@ HOW = ("the shape's matrix products alone, timed in the same run on the same thr
        "is one call of SciPy's sgemm, the BLAS fastrnn's kernels call. The T step products "
        "[B, H] x [H, H] of a layer-direction (forward, and backward's step gradients) are "
        "one NumPy matmul over a [T, B, H] stack, so NumPy's C loop makes one BLAS call per "
-       "product with no Python between them (NumPy's own BLAS, same thread count)")
+       "product with no Python between them (NumPy's own BLAS, same thread count). The same "
+       "calls on 1 x 1 operands are timed too and their cost (Python, ~2 us a call) is "
+       "subtracted")
 
 
 class ProductCall:
-    """One Product, ready to run: operands stored as the kernels store them, output kept."""
+    """One Product, ready to run: operands stored as the Product says (transposed where its
+    trans flags are set), the output allocated once."""
 
     def __init__(self, product, rng):
         from scipy.linalg import blas     # here, not at import: see run.prepare_threads
@@ -75,13 +84,12 @@ class ProductCall:
         return np.matmul(op(self.a, self.product.trans_a), op(self.b, self.product.trans_b))
 
 
-def make_runner(shape, seed=1):
-    """The limit as an engine: forward() runs the forward products, forward_backward() the
-    forward and backward products."""
+def _runner(forward_products, backward_products, seed=1):
+    """forward() runs the forward products, forward_backward() all of them."""
     import fastrnn
     rng = np.random.default_rng(seed)
-    forward_calls = [ProductCall(p, rng) for p in shapes.forward_products(shape)]
-    all_calls = forward_calls + [ProductCall(p, rng) for p in shapes.backward_products(shape)]
+    forward_calls = [ProductCall(p, rng) for p in forward_products]
+    all_calls = forward_calls + [ProductCall(p, rng) for p in backward_products]
 
     def forward():
         for call in forward_calls:
@@ -92,3 +100,20 @@ def make_runner(shape, seed=1):
             call.run()
 
     return Runner(forward, forward_backward, results=dict, threads=fastrnn.get_num_threads)
+
+
+def make_runner(shape):
+    """The limit as an engine."""
+    return _runner(shapes.forward_products(shape), shapes.backward_products(shape))
+
+
+def _unit(product):
+    """The same call on 1 x 1 operands (two of them where the call runs a stack)."""
+    return dataclasses.replace(product, m=1, k=1, n=1, count=min(product.count, 2))
+
+
+def make_overhead_runner(shape):
+    """The limit's calls with 1 x 1 operands: what they cost besides the products (Python,
+    argument checks, the BLAS's own entry). Timed beside the limit and subtracted from it."""
+    return _runner([_unit(p) for p in shapes.forward_products(shape)],
+                   [_unit(p) for p in shapes.backward_products(shape)])

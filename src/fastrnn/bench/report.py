@@ -105,14 +105,14 @@ def footer_lines(report):
 # ----------------------------------------------------------------------------- tables
 THROUGHPUT_LEGEND = ("Throughput, ms per call. rel = time / fastrnn's (above 1x: slower than "
                      "fastrnn). %lim = the limit's time / this time (100%: as fast as the "
-                     "shape's matrix products alone).")
+                     "shape's matrix products alone; '-' where they are too small to time).")
 LATENCY_LEGEND = ("Latency, us per call, B=1, I=H=64, no grad. vs torch = time / torch.nn.RNN's."
                   " fastrnn.step at T=16: 16 calls of step, as a generation loop makes them.")
 
 
-def _mode_cells(entry, mode):
+def _mode_cells(name, entry, mode):
     if mode not in entry:
-        return ["fwd only", "", ""]
+        return ["fwd only" if name in BY_NAME else "-", "", ""]
     m = entry[mode]
     return [_time(m["median_ms"]), _ratio(m.get("rel")), _percent(m.get("share_of_limit"))]
 
@@ -124,7 +124,8 @@ def throughput_table(report):
     for result in report["throughput"]:
         for i, (name, entry) in enumerate(result["engines"].items()):
             rows.append([result["shape"]["label"] if i == 0 else "", name]
-                        + _mode_cells(entry, "forward") + _mode_cells(entry, "forward_backward"))
+                        + _mode_cells(name, entry, "forward")
+                        + _mode_cells(name, entry, "forward_backward"))
     return columns, rows
 
 

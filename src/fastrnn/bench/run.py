@@ -19,6 +19,7 @@ from .engines import BY_NAME, ENGINES, Skip, baseline_name
 SECTIONS = ("throughput", "latency")
 SCHEMA = "fastrnn-bench/2"
 LIMIT = "limit"
+LIMIT_CALLS = "limit calls"      # the limit's calls on 1 x 1 operands, subtracted from it
 
 
 @dataclass
@@ -75,6 +76,7 @@ def checked_runners(problem, engines, section):
             skipped[engine.name] = f"failed: {type(exc).__name__}: {exc}"
     if section == "throughput":
         runners[LIMIT] = limit.make_runner(problem.shape)
+        runners[LIMIT_CALLS] = limit.make_overhead_runner(problem.shape)
     return runners, skipped
 
 
@@ -82,17 +84,34 @@ def _median(values):
     return float(np.median(values))
 
 
+def net_limit(medians, modes):
+    """Takes the limit's calls' own cost (LIMIT_CALLS) out of the limit's medians, in place;
+    returns {mode: that cost}. A limit within 2% of its calls' cost cannot be told from them
+    and is dropped."""
+    costs = {mode: medians.pop((LIMIT_CALLS, mode)) for mode in modes
+             if (LIMIT_CALLS, mode) in medians}
+    for mode, cost in costs.items():
+        if (LIMIT, mode) in medians:
+            net = medians[(LIMIT, mode)] - cost
+            if net > 0.02 * medians[(LIMIT, mode)]:
+                medians[(LIMIT, mode)] = net
+            else:
+                del medians[(LIMIT, mode)]
+    return costs
+
+
 def summarise(shape, samples, calls, reference, modes):
     """Per engine and mode: median, every sample, calls per sample, CPU/wall, the threads the
     library reported; ``rel`` = time / the reference engine's; ``share_of_limit`` = the
-    limit's time / this time (CPU engines); GFLOP/s of the shape's products."""
-    names = list(dict.fromkeys(name for name, _ in samples))
+    limit's time / this time (CPU engines); GFLOP/s of the shape's products. The limit's
+    median is net of its calls' cost (``calls_ms``)."""
     medians = {key: _median([s.seconds for s in values]) for key, values in samples.items()}
+    limit_calls = net_limit(medians, modes)
     result = {}
-    for name in names:
+    for name in dict.fromkeys(name for name, _ in medians):
         entry = {}
         for mode in modes:
-            if (name, mode) not in samples:
+            if (name, mode) not in medians:
                 continue
             mine = samples[(name, mode)]
             entry[mode] = {"median_ms": medians[(name, mode)] * 1e3,
@@ -102,12 +121,15 @@ def summarise(shape, samples, calls, reference, modes):
                            "threads_reported": sorted({s.threads for s in mine
                                                        if s.threads is not None}),
                            "gflops": shapes.flops(shape, mode) / medians[(name, mode)] / 1e9}
+            if name == LIMIT and mode in limit_calls:
+                entry[mode]["calls_ms"] = limit_calls[mode] * 1e3
             ref = reference(name)
             if ref and (ref, mode) in medians and ref != name:
                 entry[mode]["rel"] = medians[(name, mode)] / medians[(ref, mode)]
             if name != LIMIT and BY_NAME[name].device == "cpu" and (LIMIT, mode) in medians:
                 entry[mode]["share_of_limit"] = medians[(LIMIT, mode)] / medians[(name, mode)]
-        result[name] = entry
+        if entry:
+            result[name] = entry
     return result
 
 
