@@ -19,7 +19,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 from activations cimport (relu_f32, relu_f64, relu_grad_f32, relu_grad_f64, tanh_f32,
                           tanh_f64, tanh_grad_f32, tanh_grad_f64)
 from step_gemm cimport (STEP_ASSIGN, STEP_PLAIN, STEP_RELU, STEP_RELU_GRAD, STEP_TANH,
-                        STEP_TANH_GRAD, alloc_packed, pack_panels, packed_floats, step_kernel)
+                        STEP_TANH_GRAD, alloc_packed, packed_floats, step_kernel)
 from step_jobs cimport rank_k_job, run_rank_k_update, run_step_plan, step_block, step_plan
 
 
@@ -27,7 +27,8 @@ cdef struct product_sizes:            # the sizes at which the work changes hand
     double own_max_macs               # float32 products with fewer multiply-adds: own tiles
     double step_threading_min_macs    # a step of rows*N*K from this size is shared by threads
     double product_threading_min_macs # an in-place weight gradient from this size too
-    Py_ssize_t direct_max_rows        # products and plans of at most this many rows: no packing
+    Py_ssize_t direct_max_rows        # A W^T products of at most this many rows: no packing (dots)
+    Py_ssize_t in_place_max_rows      # A W products of at most this many rows: W read in place
     Py_ssize_t rank_k_max_output      # float32 weight gradients up to this many entries: in place
     Py_ssize_t blas_max_dim           # BLAS dimensions above this are split (BLAS takes int)
 
@@ -140,20 +141,21 @@ cdef inline int run_plan(const product_config* cfg, step_plan* plan,
                          bint w_is_transposed, Py_ssize_t total_rows,
                          int n_threads) except -1 nogil:
     """Runs the rounds of ``plan`` (its blocks, N, K and n_rounds filled in) with B = op(w):
-    float32 on the step kernel (W packed once, or used in place when the plan has at most
-    direct_max_rows rows in all), on up to n_threads threads; float64 by BLAS products."""
+    float32 on the step kernel (W packed once, or used in place when the plan has so few rows
+    in all that packing would cost more), on up to n_threads threads; float64 by BLAS."""
     cdef float* packed = NULL
     if floating is double:
         run_plan_by_blas(cfg, plan, w, ldw, w_is_transposed)
     else:
         plan.kernel, plan.w, plan.ldw, plan.w_is_transposed = cfg.kernel, w, ldw, w_is_transposed
         plan.packed = NULL
-        if total_rows > cfg.sizes.direct_max_rows:
+        if total_rows > (cfg.sizes.direct_max_rows if w_is_transposed
+                         else cfg.sizes.in_place_max_rows):
             packed = alloc_packed(packed_floats(plan.K, plan.N, cfg.kernel.panel_width))
             if packed == NULL:
                 with gil:
                     raise MemoryError(f"could not allocate the packed {plan.K}x{plan.N} weights")
-            pack_panels(w, ldw, plan.K, plan.N, w_is_transposed, cfg.kernel.panel_width, packed)
+            cfg.kernel.pack_panels(w, ldw, plan.K, plan.N, w_is_transposed, packed)
             plan.packed = packed
         run_step_plan(plan, n_threads)
         free(packed)

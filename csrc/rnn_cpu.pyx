@@ -86,15 +86,25 @@ cdef int threads_allowed() noexcept nogil:
     return max(blas_thread_count(), 1) if blas_thread_count != NULL else 1
 
 
+def planned_step_threads(Py_ssize_t batch, Py_ssize_t hidden):
+    """How many threads would share each step of a layer of this batch and hidden size now
+    (the BLAS's thread count for big steps, else 1). For tests and benchmarks."""
+    cdef product_config cfg = call_config()
+    return cfg.threads if <double>batch * hidden * hidden >= cfg.sizes.step_threading_min_macs else 1
+
+
 # The sizes at which the work changes hands. own_max_macs: products below 2^24 multiply-adds
 # (about 0.2 ms on one core) are too small to repay a thread hand-off (the old BLAS threshold
 # of 2^25 FLOPs). step_threading_min_macs: a step (B * H * H) is shared among the threads
 # from 2^21: at B=32, H=256 (~25 us a step on one core) 2 threads ran 1.4-1.7x faster than 1
 # on a quiet machine; at 2^20 the forward gained only 1.25x, too little to risk the hand-off
-# at every step on a busy machine. direct_max_rows: see step_gemm_impl.h's direct_gemm.
+# at every step on a busy machine. direct_max_rows, in_place_max_rows: calls with so few rows
+# that packing W costs more than it saves (step_gemm_impl.h's direct_gemm); the A W^T form
+# pays a horizontal sum per output, the A W form nothing, so it stays in place for longer.
 cdef product_sizes tuning = product_sizes(
     own_max_macs=1 << 24, step_threading_min_macs=1 << 21, product_threading_min_macs=1 << 24,
-    direct_max_rows=4, rank_k_max_output=256 * 256, blas_max_dim=2147483647)
+    direct_max_rows=2, in_place_max_rows=16, rank_k_max_output=256 * 256,
+    blas_max_dim=2147483647)
 
 
 def get_tuning():

@@ -28,6 +28,10 @@
 
 #include "activations.h"
 
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
 /* What a product does with C after the sums S = A . B of a tile are ready. */
 enum {
     STEP_PLAIN = 0,      /* C = C + S                                                         */
@@ -101,6 +105,8 @@ typedef void (*rank_k_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a,
                           ptrdiff_t panel_begin, ptrdiff_t panel_end);
 typedef void (*epilogue_fn)(ptrdiff_t M, ptrdiff_t N, float *c, ptrdiff_t ldc, int epilogue,
                             const float *h, ptrdiff_t ldh);
+typedef void (*pack_fn)(const float *w, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t N,
+                        int w_is_transposed, float *packed);
 typedef void (*direct_gemm_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a,
                                ptrdiff_t lda, const float *w, ptrdiff_t ldw, int w_is_transposed,
                                float *c, ptrdiff_t ldc, int epilogue, const float *h,
@@ -113,16 +119,18 @@ typedef struct {
     rank_k_fn rank_k_update;
     epilogue_fn epilogue_only;
     direct_gemm_fn direct_gemm;
+    pack_fn pack_panels;     /* B into panels of panel_width (see step_gemm_impl.h) */
 } step_kernel;
 
 static const step_kernel step_kernels[] = {
 #ifdef FASTRNN_X86_VARIANTS
     {"avx512", 32, step_gemm_avx512, rank_k_update_avx512, epilogue_only_avx512,
-     direct_gemm_avx512},
-    {"avx2", 16, step_gemm_avx2, rank_k_update_avx2, epilogue_only_avx2, direct_gemm_avx2},
+     direct_gemm_avx512, pack_panels_avx512},
+    {"avx2", 16, step_gemm_avx2, rank_k_update_avx2, epilogue_only_avx2, direct_gemm_avx2,
+     pack_panels_avx2},
 #endif
     {"generic", 8, step_gemm_generic, rank_k_update_generic, epilogue_only_generic,
-     direct_gemm_generic},
+     direct_gemm_generic, pack_panels_generic},
 };
 static const int n_step_kernels = sizeof(step_kernels) / sizeof(step_kernels[0]);
 static const step_kernel *active_step_kernel = NULL;
@@ -171,30 +179,6 @@ static int select_step_kernel(const char *name)
 static size_t packed_floats(ptrdiff_t K, ptrdiff_t N, ptrdiff_t width)
 {
     return (size_t)((N + width - 1) / width) * (size_t)width * (size_t)K;
-}
-
-/* Packs B[K, N] into column panels of `width`: panel p holds B[k, p*width + j] at
- * [p][k][j], zero past column N. B is read from w: B[k, n] = w[n*ldw + k] when w_is_transposed
- * (w is the row-major [N, K] matrix, e.g. W_hh for h W_hh^T), else w[k*ldw + n]. */
-static void pack_panels(const float *w, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t N,
-                        int w_is_transposed, ptrdiff_t width, float *packed)
-{
-    ptrdiff_t p, k, j;
-    for (p = 0; p * width < N; p++) {
-        float *panel = packed + p * K * width;
-        const ptrdiff_t columns = N - p * width < width ? N - p * width : width;
-        if (columns < width) memset(panel, 0, (size_t)K * (size_t)width * sizeof(float));
-        if (w_is_transposed) {          /* read each row of w once, in order */
-            for (j = 0; j < columns; j++) {
-                const float *row = w + (p * width + j) * ldw;
-                for (k = 0; k < K; k++) panel[k * width + j] = row[k];
-            }
-        } else {
-            for (k = 0; k < K; k++)
-                memcpy(panel + k * width, w + k * ldw + p * width,
-                       (size_t)columns * sizeof(float));
-        }
-    }
 }
 
 /* 64-byte aligned buffer for a packed matrix (free with free()); NULL when out of memory. */

@@ -250,27 +250,96 @@ static inline float FN(dot)(const float *restrict x, const float *restrict y, pt
 
 /* C[M, N] = epilogue(C + A[M, K] . op(W)) with W used in place, no packing: op(W) = W^T for a
  * row-major W [N, K] (w_is_transposed: each entry is the dot product of two contiguous rows),
- * else W itself, row-major [K, N] (each row of C gains W's rows scaled by A's entries).
+ * else W itself, row-major [K, N] (register tiles over W's rows in place, as rank_k_update
+ * reads B; the columns past the last full panel are summed row by row).
  * For calls with so few rows that packing W would cost more than their products. */
 static void FN(direct_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a, ptrdiff_t lda,
                             const float *w, ptrdiff_t ldw, int w_is_transposed, float *c,
                             ptrdiff_t ldc, int epilogue, const float *h, ptrdiff_t ldh)
 {
-    ptrdiff_t i, j, k;
-    for (i = 0; i < M; i++) {
-        float *restrict ci = c + i * ldc;
-        const float *restrict ai = a + i * lda;
-        if (epilogue == STEP_ASSIGN) memset(ci, 0, (size_t)N * sizeof(float));
-        if (w_is_transposed) {
-            for (j = 0; j < N; j++) ci[j] += FN(dot)(ai, w + j * ldw, K);
-        } else {
-            for (k = 0; k < K; k++) {
-                const float aik = ai[k];
-                const float *restrict wk = w + k * ldw;
-                for (j = 0; j < N; j++) ci[j] += aik * wk[j];
-            }
+    const ptrdiff_t full = N / NR * NR;      /* columns in whole panels */
+    ptrdiff_t i, i0, j, k, p;
+    if (w_is_transposed) {
+        for (i = 0; i < M; i++) {
+            float *restrict ci = c + i * ldc;
+            for (j = 0; j < N; j++)
+                ci[j] = (epilogue == STEP_ASSIGN ? 0.0f : ci[j]) + FN(dot)(a + i * lda, w + j * ldw, K);
+            FN(epilogue_row)(ci, N, epilogue, h ? h + i * ldh : NULL);
         }
-        FN(epilogue_row)(ci, N, epilogue, h ? h + i * ldh : NULL);
+        return;
+    }
+    for (p = 0; p < full; p += NR) {
+        for (i0 = 0; i0 < M; i0 += MR) {
+            const float *a_rows = a + i0 * lda;
+            float *c_rows = c + i0 * ldc + p;
+            const float *h_rows = h ? h + i0 * ldh + p : NULL;
+#define TILE_CALL(rows) FN(tile)(rows, K, a_rows, lda, 1, w + p, ldw, c_rows, ldc, NR, \
+                                 epilogue, h_rows, ldh)
+            SWITCH_ON_ROWS(M - i0 < MR ? (int)(M - i0) : MR)
+#undef TILE_CALL
+        }
+    }
+    for (i = 0; i < M && full < N; i++) {
+        float *restrict ci = c + i * ldc + full;
+        if (epilogue == STEP_ASSIGN) memset(ci, 0, (size_t)(N - full) * sizeof(float));
+        for (k = 0; k < K; k++) {
+            const float aik = a[i * lda + k];
+            const float *restrict wk = w + k * ldw + full;
+            for (j = 0; j < N - full; j++) ci[j] += aik * wk[j];
+        }
+        FN(epilogue_row)(ci, N - full, epilogue, h ? h + i * ldh + full : NULL);
+    }
+}
+
+/* The panel [K, NR] of B = W^T for W's rows `rows` [columns, K] (columns <= NR): the
+ * transposition, in 4x4 blocks on SSE (baseline on x86-64), element by element elsewhere. */
+static void FN(pack_transposed_panel)(const float *rows, ptrdiff_t ldw, ptrdiff_t K,
+                                      ptrdiff_t columns, float *panel)
+{
+    ptrdiff_t j = 0, k;
+#if defined(__SSE__)
+    for (; j + 4 <= columns; j += 4) {
+        const float *r0 = rows + j * ldw, *r1 = r0 + ldw, *r2 = r1 + ldw, *r3 = r2 + ldw;
+        for (k = 0; k + 4 <= K; k += 4) {
+            __m128 k0 = _mm_loadu_ps(r0 + k), k1 = _mm_loadu_ps(r1 + k);
+            __m128 k2 = _mm_loadu_ps(r2 + k), k3 = _mm_loadu_ps(r3 + k);
+            _MM_TRANSPOSE4_PS(k0, k1, k2, k3);
+            _mm_storeu_ps(panel + k * NR + j, k0);
+            _mm_storeu_ps(panel + (k + 1) * NR + j, k1);
+            _mm_storeu_ps(panel + (k + 2) * NR + j, k2);
+            _mm_storeu_ps(panel + (k + 3) * NR + j, k3);
+        }
+        for (; k < K; k++) {
+            panel[k * NR + j] = r0[k];
+            panel[k * NR + j + 1] = r1[k];
+            panel[k * NR + j + 2] = r2[k];
+            panel[k * NR + j + 3] = r3[k];
+        }
+    }
+#endif
+    for (; j < columns; j++)
+        for (k = 0; k < K; k++) panel[k * NR + j] = rows[j * ldw + k];
+}
+
+/* Packs B[K, N] into column panels of NR (packed_floats(K, N, NR) floats): panel p holds
+ * B[k, p*NR + j] at [p][k][j], zero past column N. B is read from w: B[k, n] = w[n*ldw + k]
+ * when w_is_transposed (w is the row-major [N, K] matrix, e.g. W_hh for h W_hh^T), else
+ * w[k*ldw + n]. */
+static void FN(pack_panels)(const float *w, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t N,
+                            int w_is_transposed, float *packed)
+{
+    ptrdiff_t p, k;
+    for (p = 0; p * NR < N; p++) {
+        float *panel = packed + p * K * NR;
+        const ptrdiff_t columns = N - p * NR < NR ? N - p * NR : NR;
+        if (columns < NR) memset(panel, 0, (size_t)K * NR * sizeof(float));
+        if (w_is_transposed)
+            FN(pack_transposed_panel)(w + p * NR * ldw, ldw, K, columns, panel);
+        else if (columns == NR)
+            for (k = 0; k < K; k++) memcpy(panel + k * NR, w + k * ldw + p * NR, NR * sizeof(float));
+        else
+            for (k = 0; k < K; k++)
+                memcpy(panel + k * NR, w + k * ldw + p * NR, (size_t)columns * sizeof(float));
     }
 }
 
