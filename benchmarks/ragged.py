@@ -54,7 +54,8 @@ def torch_runner(torch, layer, x, lengths, grad_out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--draw", action="store_true", help="seeded random lengths, not evenly spread")
+    parser.add_argument("--draw", action="store_true",
+                        help="seeded random lengths, not evenly spread")
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--bidirectional", action="store_true")
     parser.add_argument("--size", type=int, default=256, help="I = H")

@@ -19,21 +19,25 @@ cdef struct rows_view:     # a checked float array: rows x cols, row i at data +
     Py_ssize_t rows, cols, ld
 
 
-cdef inline str dtype_name(int typenum):
-    return {cnp.NPY_FLOAT32: "float32", cnp.NPY_FLOAT64: "float64"}.get(typenum, str(typenum))
+cdef inline str type_text(int typenum):
+    """The name of a NumPy type number, for messages."""
+    return str(cnp.PyArray_DescrFromType(typenum))
 
 
-cdef inline cnp.ndarray checked_array(object obj, str name, int typenum, str type_text):
+cdef inline cnp.ndarray checked_array(object obj, str name, int typenum):
     """``obj`` as an ndarray of ``typenum`` in the machine's byte order, aligned."""
     cdef cnp.ndarray a
     if not cnp.PyArray_Check(obj):
-        raise TypeError(f"{name} must be a NumPy array of {type_text}, got {type(obj).__name__}")
+        raise TypeError(f"{name} must be a NumPy array of {type_text(typenum)}, got "
+                        f"{type(obj).__name__}")
     a = <cnp.ndarray>obj
     if cnp.PyArray_TYPE(a) != typenum:
-        raise TypeError(f"{name} must be an array of {type_text}, got {(<object>a).dtype}")
+        raise TypeError(f"{name} must be an array of {type_text(typenum)}, got "
+                        f"{(<object>a).dtype}")
     if not cnp.PyArray_ISNOTSWAPPED(a):
         raise ValueError(f"{name} must be in the machine's byte order, got dtype "
-                         f"{(<object>a).dtype.str!r}; convert it with .astype({(<object>a).dtype.name!r})")
+                         f"{(<object>a).dtype.str!r}; convert it with "
+                         f".astype({(<object>a).dtype.name!r})")
     if not cnp.PyArray_ISALIGNED(a):
         raise ValueError(f"{name} must be aligned to its {(<object>a).itemsize}-byte elements; "
                          "np.ascontiguousarray makes an aligned copy")
@@ -67,7 +71,8 @@ cdef inline int take(object obj, str name, int typenum, int ndim, Py_ssize_t row
     dense: rows exactly cols apart (C-contiguous), else rows evenly spaced at least cols apart
     (e.g. one half of a bidirectional [N, 2H] buffer); the last axis is always contiguous.
     """
-    cdef cnp.ndarray a = checked_array(obj, name, typenum, dtype_name(typenum))
+    cdef cnp.ndarray a = checked_array(obj, name, typenum)
+    cdef object described = a             # for messages: its Python attributes
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
     cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(a)
     cdef cnp.npy_intp* strides = cnp.PyArray_STRIDES(a)
@@ -85,14 +90,17 @@ cdef inline int take(object obj, str name, int typenum, int ndim, Py_ssize_t row
                          f"got {(<object>a).shape}")
     if cols > 1 and strides[ndim - 1] != item:
         raise ValueError(f"{name} must have a contiguous last axis ({item}-byte steps), got "
-                         f"strides {(<object>a).strides}; np.ascontiguousarray makes a contiguous copy")
+                         f"strides {described.strides}; np.ascontiguousarray makes a contiguous "
+                         "copy")
     view.ld = max(cols, 1)
     if rows > 1 and cols > 0:
-        if row_stride % item != 0 or row_stride < cols * item or (dense and row_stride != cols * item):
+        if (row_stride % item != 0 or row_stride < cols * item
+                or (dense and row_stride != cols * item)):
             raise ValueError(
                 f"{name} must have {'C-contiguous' if dense else 'evenly spaced, non-overlapping'}"
                 f" rows of {cols} elements ({'exactly' if dense else 'at least'} {cols * item} "
-                f"bytes apart), got strides {(<object>a).strides}; np.ascontiguousarray makes such a copy")
+                f"bytes apart), got strides {described.strides}; np.ascontiguousarray makes "
+                "such a copy")
         view.ld = row_stride // item
     if view.ld > INT_MAX:
         raise ValueError(f"rows of {name} are {view.ld} elements apart, more than the BLAS can "
@@ -118,7 +126,7 @@ cdef inline const int64_t* take_batch_sizes(object obj, Py_ssize_t N, Py_ssize_t
     """The checked batch_sizes [T] (int64, non-increasing, every entry >= 1, batch_sizes[0] == B,
     sum N); T and whether every entry is B (an equal-length batch) come back through the
     pointers."""
-    cdef cnp.ndarray a = checked_array(obj, "batch_sizes", cnp.NPY_INT64, "int64")
+    cdef cnp.ndarray a = checked_array(obj, "batch_sizes", cnp.NPY_INT64)
     cdef const int64_t* sizes
     cdef Py_ssize_t t, total = 0, previous
     if cnp.PyArray_NDIM(a) != 1:

@@ -137,7 +137,8 @@ cdef inline void run_plan_by_blas(const product_config* cfg, const step_plan* pl
 
 
 cdef inline int run_plan(const product_config* cfg, step_plan* plan,
-                         const floating* w, Py_ssize_t ldw,   # [N, K] if w_is_transposed else [K, N]
+                         const floating* w, Py_ssize_t ldw,   # [N, K] if w_is_transposed,
+                                                              # else [K, N]
                          bint w_is_transposed, Py_ssize_t total_rows,
                          int n_threads) except -1 nogil:
     """Runs the rounds of ``plan`` (its blocks, N, K and n_rounds filled in) with B = op(w):

@@ -47,9 +47,12 @@ cimport numpy as cnp
 from buffer_checks cimport (float_type, rows_view, take, take_batch_sizes,
                             take_optional_vector)
 from cpu_products cimport add_weight_gradient, matmul, product_config, product_sizes, run_plan
+from packed_steps cimport (add_block, after, alloc_plan, before, begin_round, carried_rows,
+                           first_ending_row, free_offsets, free_plan, packed_walk, set_offsets,
+                           walk_step)
 from step_gemm cimport (STEP_ASSIGN, STEP_RELU, STEP_RELU_GRAD, STEP_TANH, STEP_TANH_GRAD,
                         current_step_kernel, select_step_kernel)
-from step_jobs cimport step_block, step_plan
+from step_jobs cimport step_plan
 
 cnp.import_array()
 
@@ -87,10 +90,18 @@ cdef int threads_allowed() noexcept nogil:
 
 
 def planned_step_threads(Py_ssize_t batch, Py_ssize_t hidden):
-    """How many threads would share each step of a layer of this batch and hidden size now
-    (the BLAS's thread count for big steps, else 1). For tests and benchmarks."""
+    """How many threads would share each step of a layer of this batch and hidden size now.
+    For tests and benchmarks."""
     cdef product_config cfg = call_config()
-    return cfg.threads if <double>batch * hidden * hidden >= cfg.sizes.step_threading_min_macs else 1
+    return step_threads(&cfg, batch, hidden)
+
+
+cdef int step_threads(const product_config* cfg, Py_ssize_t batch,
+                      Py_ssize_t hidden) noexcept nogil:
+    """Threads that share each step: the BLAS's count for big steps (B * H * H), else one."""
+    if <double>batch * hidden * hidden >= cfg.sizes.step_threading_min_macs:
+        return cfg.threads
+    return 1
 
 
 # The sizes at which the work changes hands. own_max_macs: products below 2^24 multiply-adds
@@ -133,11 +144,10 @@ cdef product_config call_config() noexcept nogil:
 
 # ---- one checked call -----------------------------------------------------------------------
 cdef struct layer_call:            # the arrays of one call, checked; data in the call's dtype
-    Py_ssize_t T, B, N, H
+    packed_walk walk               # T, batch_sizes [T], offsets, reverse
+    Py_ssize_t B, N, H
     Py_ssize_t input_size          # I
-    const int64_t* batch_sizes     # [T]
-    Py_ssize_t* offsets            # [T + 1]: step t's rows are [offsets[t], offsets[t + 1])
-    bint equal_lengths, reverse, relu
+    bint equal_lengths, relu
     const char* x                  # [N, I]
     const char* h0                 # [B, H]
     const char* w_ih               # [H, I]
@@ -160,8 +170,8 @@ cdef struct layer_call:            # the arrays of one call, checked; data in th
 
 
 cdef int take_common(layer_call* call, int typenum, x, h0, w_ih, w_hh, batch_sizes,
-                     bint reverse, bint relu) except -1:
-    """Checks the arrays both passes read; their sizes fix N, I, B, H and T."""
+                     bint reverse, bint relu, out, bint out_written) except -1:
+    """Checks the arrays both passes use; x and h0 fix N, I, B and H, batch_sizes T."""
     cdef rows_view v
     take(x, "x", typenum, 2, -1, -1, "(N, I)", True, False, &v)
     call.x, call.N, call.input_size = v.data, v.rows, v.cols
@@ -171,14 +181,9 @@ cdef int take_common(layer_call* call, int typenum, x, h0, w_ih, w_hh, batch_siz
     call.w_ih = v.data
     take(w_hh, "w_hh", typenum, 2, call.H, call.H, "(H, H)", True, False, &v)
     call.w_hh = v.data
-    call.batch_sizes = take_batch_sizes(batch_sizes, call.N, call.B, &call.T,
-                                        &call.equal_lengths)
-    call.reverse, call.relu = reverse, relu
-    return 0
-
-
-cdef int take_outputs(layer_call* call, int typenum, out, bint out_written) except -1:
-    cdef rows_view v
+    call.walk.batch_sizes = take_batch_sizes(batch_sizes, call.N, call.B, &call.walk.T,
+                                             &call.equal_lengths)
+    call.walk.reverse, call.walk.offsets, call.relu = reverse, NULL, relu
     take(out, "out", typenum, 2, call.N, call.H, "(N, H)", False, out_written, &v)
     call.out, call.ld_out = v.data, v.ld
     return 0
@@ -192,12 +197,11 @@ def rnn_forward_cpu(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, bint reverse, bi
     cdef layer_call call
     cdef rows_view v
     cdef int typenum = float_type(x, "x")
-    take_common(&call, typenum, x, h0, w_ih, w_hh, batch_sizes, reverse, relu)
+    take_common(&call, typenum, x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, True)
     if (b_ih is None) != (b_hh is None):
         raise ValueError("b_ih and b_hh must both be arrays [H] or both be None (no bias)")
     call.b_ih = take_optional_vector(b_ih, "b_ih", typenum, call.H, False)
     call.b_hh = take_optional_vector(b_hh, "b_hh", typenum, call.H, False)
-    take_outputs(&call, typenum, out, True)
     take(h_n, "h_n", typenum, 2, call.B, call.H, "(B, H)", True, True, &v)
     call.h_n = v.data
     if typenum == cnp.NPY_FLOAT32:
@@ -218,17 +222,18 @@ def rnn_backward_cpu(x, h0, w_ih, w_hh, batch_sizes, bint reverse, bint relu, ou
     cdef layer_call call
     cdef rows_view v
     cdef int typenum = float_type(x, "x")
-    take_common(&call, typenum, x, h0, w_ih, w_hh, batch_sizes, reverse, relu)
-    take_outputs(&call, typenum, out, False)
+    cdef Py_ssize_t I
+    take_common(&call, typenum, x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, False)
+    I = call.input_size
     take(grad_out, "grad_out", typenum, 2, call.N, call.H, "(N, H)", False, False, &v)
     call.grad_out, call.ld_grad_out = v.data, v.ld
     take(grad_hn, "grad_hn", typenum, 2, call.B, call.H, "(B, H)", True, False, &v)
     call.grad_hn = v.data
-    take(grad_x, "grad_x", typenum, 2, call.N, call.input_size, "(N, I)", True, True, &v)
+    take(grad_x, "grad_x", typenum, 2, call.N, I, "(N, I)", True, True, &v)
     call.grad_x, call.accumulate_x = v.data, accumulate_x
     take(grad_h0, "grad_h0", typenum, 2, call.B, call.H, "(B, H)", True, True, &v)
     call.grad_h0 = v.data
-    take(grad_w_ih, "grad_w_ih", typenum, 2, call.H, call.input_size, "(H, I)", True, True, &v)
+    take(grad_w_ih, "grad_w_ih", typenum, 2, call.H, I, "(H, I)", True, True, &v)
     call.grad_w_ih = v.data
     take(grad_w_hh, "grad_w_hh", typenum, 2, call.H, call.H, "(H, H)", True, True, &v)
     call.grad_w_hh = v.data
@@ -242,88 +247,13 @@ def rnn_backward_cpu(x, h0, w_ih, w_hh, batch_sizes, bint reverse, bint relu, ou
             backward(&call, <const double*>call.out)
 
 
-# ---- the packed layout ----------------------------------------------------------------------
-cdef inline Py_ssize_t walk_step(const layer_call* call, Py_ssize_t s) noexcept nogil:
-    """The step visited s-th by the recurrence (forward: t = s; reverse: t = T-1-s)."""
-    return call.T - 1 - s if call.reverse else s
-
-
-cdef inline Py_ssize_t carried_rows(const layer_call* call, Py_ssize_t t,
-                                    Py_ssize_t previous) noexcept nogil:
-    """How many rows of step t continue from step ``previous``, the step before t in the walk
-    (none when either is out of range). Rows [carried, B_t) of step t start there from h0."""
-    if previous < 0 or previous >= call.T or t < 0 or t >= call.T:
-        return 0
-    return min(call.batch_sizes[t], call.batch_sizes[previous])
-
-
-cdef inline Py_ssize_t before(const layer_call* call, Py_ssize_t t) noexcept nogil:
-    """The step before t in the walk (may be out of range)."""
-    return t + 1 if call.reverse else t - 1
-
-
-cdef inline Py_ssize_t after(const layer_call* call, Py_ssize_t t) noexcept nogil:
-    """The step after t in the walk (may be out of range)."""
-    return t - 1 if call.reverse else t + 1
-
-
-cdef int set_offsets(layer_call* call) except -1 nogil:
-    cdef Py_ssize_t t
-    call.offsets = <Py_ssize_t*>malloc((call.T + 1) * sizeof(Py_ssize_t))
-    if call.offsets == NULL:
-        with gil:
-            raise MemoryError("could not allocate the step offsets")
-    call.offsets[0] = 0
-    for t in range(call.T):
-        call.offsets[t + 1] = call.offsets[t] + call.batch_sizes[t]
-    return 0
-
-
-cdef struct plan_storage:          # the blocks and round boundaries of a step plan
-    step_block* blocks
-    Py_ssize_t* round_start
-
-
-cdef int alloc_plan(step_plan* plan, plan_storage* storage, Py_ssize_t n_rounds,
-                    Py_ssize_t blocks_per_round, Py_ssize_t N, Py_ssize_t K) except -1 nogil:
-    storage.blocks = <step_block*>malloc(n_rounds * blocks_per_round * sizeof(step_block) + 1)
-    storage.round_start = <Py_ssize_t*>malloc((n_rounds + 1) * sizeof(Py_ssize_t))
-    if storage.blocks == NULL or storage.round_start == NULL:
-        free(storage.blocks)
-        free(storage.round_start)
-        with gil:
-            raise MemoryError(f"could not allocate the plan of {n_rounds} steps")
-    plan.N, plan.K, plan.n_rounds = N, K, n_rounds
-    plan.blocks, plan.round_start = storage.blocks, storage.round_start
-    return 0
-
-
-cdef void free_plan(plan_storage* storage) noexcept nogil:
-    free(storage.blocks)
-    free(storage.round_start)
-
-
-cdef inline Py_ssize_t add_block(step_block* blocks, Py_ssize_t n, const void* a, Py_ssize_t lda,
-                                 void* c, Py_ssize_t ldc, const void* h, Py_ssize_t ldh,
-                                 Py_ssize_t m, int epilogue) noexcept nogil:
-    """Appends a block of m > 0 rows; returns the new count."""
-    if m <= 0:
-        return n
-    blocks[n] = step_block(a=a, lda=lda, c=c, ldc=ldc, h=h, ldh=ldh, m=m, epilogue=epilogue)
-    return n + 1
-
-
-cdef int step_threads(const product_config* cfg, const layer_call* call) noexcept nogil:
-    """Threads that share each step: the BLAS's count for big steps, else one."""
-    return cfg.threads if <double>call.B * call.H * call.H >= cfg.sizes.step_threading_min_macs else 1
-
-
 # ---- forward --------------------------------------------------------------------------------
 cdef int forward(layer_call* call, floating* out) except -1 nogil:
+    """out = act(x W_ih^T + b_ih + h_prev W_hh^T + b_hh) step by step; h_n."""
     cdef product_config cfg = call_config()
-    if call.T == 0 or call.H == 0:
+    if call.walk.T == 0 or call.H == 0:
         return 0
-    set_offsets(call)
+    set_offsets(&call.walk)
     try:
         fill_biases(call, out)
         # out[N, H] += x[N, I] . W_ih^T: the input projection of every step at once
@@ -332,12 +262,12 @@ cdef int forward(layer_call* call, floating* out) except -1 nogil:
         run_forward_steps(&cfg, call, out)
         copy_final_states(call, out)
     finally:
-        free(call.offsets)
+        free_offsets(&call.walk)
     return 0
 
 
 cdef void fill_biases(const layer_call* call, floating* out) noexcept nogil:
-    """Every row of out = b_ih + b_hh (zeros without biases)."""
+    """Every row of out [N, H] = b_ih + b_hh (zeros without biases)."""
     cdef Py_ssize_t r, j
     cdef const floating* b_ih = <const floating*>call.b_ih
     cdef const floating* b_hh = <const floating*>call.b_hh
@@ -352,142 +282,142 @@ cdef void fill_biases(const layer_call* call, floating* out) noexcept nogil:
 
 
 cdef int run_forward_steps(const product_config* cfg, const layer_call* call,
-                           floating* out) except -1 nogil:
-    """Each step's rows: out_t = act(out_t + h_prev W_hh^T); h_prev from the step before in
+                           floating* out) except -1 nogil:   # out [N, H] rows ld_out apart
+    """Each step's rows: out_t = act(out_t + h_prev W_hh^T), h_prev from the step before in
     the walk for the rows it carries, from h0 for the rows that start here."""
+    cdef const packed_walk* walk = &call.walk
     cdef step_plan plan
-    cdef plan_storage storage
-    cdef Py_ssize_t s, t, carried, n = 0, ld = call.ld_out, H = call.H
+    cdef Py_ssize_t s, t, carried, ld = call.ld_out, H = call.H
     cdef const floating* h0 = <const floating*>call.h0
     cdef int epilogue = STEP_RELU if call.relu else STEP_TANH
-    alloc_plan(&plan, &storage, call.T, 2, H, H)
-    for s in range(call.T):
-        t = walk_step(call, s)
-        storage.round_start[s] = n
-        carried = carried_rows(call, t, before(call, t))
+    alloc_plan(&plan, walk.T, 2, H, H)
+    for s in range(walk.T):
+        t = walk_step(walk, s)
+        carried = carried_rows(walk, t, before(walk, t))
+        begin_round(&plan, s)
         if carried:
-            n = add_block(storage.blocks, n, out + call.offsets[before(call, t)] * ld, ld,
-                          out + call.offsets[t] * ld, ld, NULL, 0, carried, epilogue)
-        n = add_block(storage.blocks, n, h0 + carried * H, H,
-                      out + (call.offsets[t] + carried) * ld, ld, NULL, 0,
-                      call.batch_sizes[t] - carried, epilogue)
-    storage.round_start[call.T] = n
+            add_block(&plan, s, out + walk.offsets[before(walk, t)] * ld, ld,
+                      out + walk.offsets[t] * ld, ld, NULL, 0, carried, epilogue)
+        add_block(&plan, s, h0 + carried * H, H, out + (walk.offsets[t] + carried) * ld, ld,
+                  NULL, 0, walk.batch_sizes[t] - carried, epilogue)
     try:
-        run_plan(cfg, &plan, <const floating*>call.w_hh, H, True, call.N, step_threads(cfg, call))
+        run_plan(cfg, &plan, <const floating*>call.w_hh, H, True, call.N,
+                 step_threads(cfg, call.B, H))
     finally:
-        free_plan(&storage)
+        free_plan(&plan)
     return 0
 
 
 cdef void copy_final_states(const layer_call* call, const floating* out) noexcept nogil:
-    """h_n[b] = out of row b at its sequence's last step in the walk: the rows of step t that
-    the step after it does not carry on."""
+    """h_n[b] [B, H] = out of row b at its sequence's last step in the walk."""
+    cdef const packed_walk* walk = &call.walk
     cdef Py_ssize_t t, b, H = call.H
     cdef floating* h_n = <floating*>call.h_n
-    for t in range(call.T):
-        for b in range(carried_rows(call, after(call, t), t), call.batch_sizes[t]):
-            memcpy(h_n + b * H, out + (call.offsets[t] + b) * call.ld_out, H * sizeof(floating))
+    for t in range(walk.T):
+        for b in range(first_ending_row(walk, t), walk.batch_sizes[t]):
+            memcpy(h_n + b * H, out + (walk.offsets[t] + b) * call.ld_out, H * sizeof(floating))
 
 
 # ---- backward -------------------------------------------------------------------------------
 cdef int backward(layer_call* call, const floating* out) except -1 nogil:
-    cdef product_config cfg
+    """g = dL/da row by row through the walk backwards; then the products over all N rows."""
+    cdef product_config cfg = call_config()
     cdef floating* g = NULL           # [N, H]  dL/da of every row
-    cfg = call_config()
-    if call.T == 0:
+    cdef Py_ssize_t N = call.N, I = call.input_size, H = call.H
+    if call.walk.T == 0:
         return 0
-    if call.H == 0:
+    if H == 0:
         if not call.accumulate_x:
-            memset(call.grad_x, 0, call.N * call.input_size * sizeof(floating))
+            memset(call.grad_x, 0, N * I * sizeof(floating))
         return 0
-    set_offsets(call)
+    set_offsets(&call.walk)
     try:
-        g = <floating*>malloc(call.N * call.H * sizeof(floating))
+        g = <floating*>malloc(N * H * sizeof(floating))
         if g == NULL:
             with gil:
-                raise MemoryError(f"could not allocate dL/da [{call.N}, {call.H}]")
+                raise MemoryError(f"could not allocate dL/da [{N}, {H}]")
         start_gradients(call, g)
         run_backward_steps(&cfg, call, out, g)
-        # After the loop, one product each over all N rows.
-        add_weight_gradient(&cfg, call.H, call.input_size, call.N, g, call.H, <const floating*>call.x,
-                            call.input_size, <floating*>call.grad_w_ih, call.input_size)
+        # dW_ih += G^T X, dW_hh += G^T H_prev, dX = G W_ih: one product each over all N rows
+        add_weight_gradient(&cfg, H, I, N, g, H, <const floating*>call.x, I,
+                            <floating*>call.grad_w_ih, I)
         add_recurrent_weight_gradient(&cfg, call, out, g)
-        matmul(&cfg, call.N, call.input_size, call.H, g, call.H, <const floating*>call.w_ih, call.input_size,
-               False, call.accumulate_x, <floating*>call.grad_x, call.input_size)
+        matmul(&cfg, N, I, H, g, H, <const floating*>call.w_ih, I, False, call.accumulate_x,
+               <floating*>call.grad_x, I)
         add_bias_gradients(call, g)
     finally:
         free(g)
-        free(call.offsets)
+        free_offsets(&call.walk)
     return 0
 
 
 cdef void start_gradients(const layer_call* call, floating* g) noexcept nogil:
-    """g = grad_out, plus grad_hn on each sequence's last step in the walk."""
+    """g [N, H] = grad_out, plus grad_hn on each sequence's last step in the walk."""
+    cdef const packed_walk* walk = &call.walk
     cdef Py_ssize_t r, t, b, j, H = call.H
     cdef const floating* grad_out = <const floating*>call.grad_out
     cdef const floating* grad_hn = <const floating*>call.grad_hn
     cdef floating* row
     for r in range(call.N):
         memcpy(g + r * H, grad_out + r * call.ld_grad_out, H * sizeof(floating))
-    for t in range(call.T):
-        for b in range(carried_rows(call, after(call, t), t), call.batch_sizes[t]):
-            row = g + (call.offsets[t] + b) * H
+    for t in range(walk.T):
+        for b in range(first_ending_row(walk, t), walk.batch_sizes[t]):
+            row = g + (walk.offsets[t] + b) * H
             for j in range(H):
                 row[j] += grad_hn[b * H + j]
 
 
 cdef int run_backward_steps(const product_config* cfg, const layer_call* call,
                             const floating* out, floating* g) except -1 nogil:
-    """The walk backwards. First the last step's g *= act'(h); then for each step t, from the
-    last to the first: the rows it carried on from the step before (p) get
-    g_p = (g_p + g_t W_hh) * act'(h_p), the other rows of p only * act'(h_p), and the rows that
-    started at t send g_t W_hh to grad_h0."""
+    """The walk backwards over g [N, H] (out [N, H] rows ld_out apart). First the last step's
+    g *= act'(h); then for each step t, from the last to the first, with p the step before it:
+    the rows t carried on from p get g_p = (g_p + g_t W_hh) * act'(h_p), the other rows of p
+    only * act'(h_p), and the rows that started at t write g_t W_hh into grad_h0."""
+    cdef const packed_walk* walk = &call.walk
     cdef step_plan plan
-    cdef plan_storage storage
-    cdef Py_ssize_t s, t, p, carried, rows_p, n = 0, ld = call.ld_out, H = call.H
+    cdef Py_ssize_t s, t, p, carried, rounds = 0, ld = call.ld_out, H = call.H
     cdef floating* grad_h0 = <floating*>call.grad_h0
     cdef int grad = STEP_RELU_GRAD if call.relu else STEP_TANH_GRAD
-    alloc_plan(&plan, &storage, call.T + 1, 3, H, H)
-    t = walk_step(call, call.T - 1)
-    storage.round_start[0] = 0
-    n = add_block(storage.blocks, n, NULL, 0, g + call.offsets[t] * H, H,
-                  out + call.offsets[t] * ld, ld, call.batch_sizes[t], grad)
-    for s in range(call.T - 1, -1, -1):
-        t = walk_step(call, s)
-        p = before(call, t)
-        carried = carried_rows(call, t, p)
-        storage.round_start[call.T - s] = n
+    alloc_plan(&plan, walk.T + 1, 3, H, H)
+    t = walk_step(walk, walk.T - 1)
+    begin_round(&plan, 0)
+    add_block(&plan, 0, NULL, 0, g + walk.offsets[t] * H, H, out + walk.offsets[t] * ld, ld,
+              walk.batch_sizes[t], grad)
+    for s in range(walk.T - 1, -1, -1):
+        t, rounds = walk_step(walk, s), rounds + 1
+        p = before(walk, t)
+        carried = carried_rows(walk, t, p)
+        begin_round(&plan, rounds)
         if carried:
-            rows_p = call.batch_sizes[p]
-            n = add_block(storage.blocks, n, g + call.offsets[t] * H, H, g + call.offsets[p] * H,
-                          H, out + call.offsets[p] * ld, ld, carried, grad)
-            n = add_block(storage.blocks, n, NULL, 0, g + (call.offsets[p] + carried) * H, H,
-                          out + (call.offsets[p] + carried) * ld, ld, rows_p - carried, grad)
-        n = add_block(storage.blocks, n, g + (call.offsets[t] + carried) * H, H,
-                      grad_h0 + carried * H, H, NULL, 0, call.batch_sizes[t] - carried,
-                      STEP_ASSIGN)
-    storage.round_start[call.T + 1] = n
+            add_block(&plan, rounds, g + walk.offsets[t] * H, H, g + walk.offsets[p] * H, H,
+                      out + walk.offsets[p] * ld, ld, carried, grad)
+            add_block(&plan, rounds, NULL, 0, g + (walk.offsets[p] + carried) * H, H,
+                      out + (walk.offsets[p] + carried) * ld, ld,
+                      walk.batch_sizes[p] - carried, grad)
+        add_block(&plan, rounds, g + (walk.offsets[t] + carried) * H, H, grad_h0 + carried * H,
+                  H, NULL, 0, walk.batch_sizes[t] - carried, STEP_ASSIGN)
     try:
         run_plan(cfg, &plan, <const floating*>call.w_hh, H, False, call.N,
-                 step_threads(cfg, call))
+                 step_threads(cfg, call.B, H))
     finally:
-        free_plan(&storage)
+        free_plan(&plan)
     return 0
 
 
 cdef int add_recurrent_weight_gradient(const product_config* cfg, const layer_call* call,
-                                       const floating* out, const floating* g) except -1 nogil:
+                                       const floating* out,   # [N, H] rows ld_out apart
+                                       const floating* g) except -1 nogil:   # [N, H]
     """dW_hh += sum over rows of g_row^T h_prev_row. Equal lengths: h_prev of step t's rows is
     step t-1 (t+1 in reverse) in the same order, so two products over shifted slices; ragged:
     one product with the h_prev rows gathered."""
-    cdef Py_ssize_t T = call.T, B = call.B, H = call.H, ld = call.ld_out
-    cdef Py_ssize_t first = T - 1 if call.reverse else 0     # the step that reads h0
+    cdef Py_ssize_t T = call.walk.T, B = call.B, H = call.H, ld = call.ld_out
+    cdef Py_ssize_t first = T - 1 if call.walk.reverse else 0     # the step that reads h0
     cdef floating* grad_w_hh = <floating*>call.grad_w_hh
     cdef floating* h_prev
     if call.equal_lengths:
         add_weight_gradient(cfg, H, H, B, g + first * B * H, H, <const floating*>call.h0, H,
                             grad_w_hh, H)
-        if call.reverse:
+        if call.walk.reverse:
             add_weight_gradient(cfg, H, H, (T - 1) * B, g, H, out + B * ld, ld, grad_w_hh, H)
         else:
             add_weight_gradient(cfg, H, H, (T - 1) * B, g + B * H, H, out, ld, grad_w_hh, H)
@@ -502,24 +432,27 @@ cdef int add_recurrent_weight_gradient(const product_config* cfg, const layer_ca
     return 0
 
 
-cdef void gather_previous_states(const layer_call* call, const floating* out,
-                                 floating* h_prev) noexcept nogil:
-    """h_prev[N, H]: the state each row's step started from (the row of the step before in the
+cdef void gather_previous_states(const layer_call* call,
+                                 const floating* out,               # [N, H] rows ld_out apart
+                                 floating* h_prev) noexcept nogil:  # [N, H]
+    """h_prev: the state each row's step started from (the row of the step before in the
     walk, or h0 for a row that starts there)."""
+    cdef const packed_walk* walk = &call.walk
     cdef Py_ssize_t t, p, b, carried, H = call.H
     cdef const floating* h0 = <const floating*>call.h0
-    for t in range(call.T):
-        p = before(call, t)
-        carried = carried_rows(call, t, p)
+    for t in range(walk.T):
+        p = before(walk, t)
+        carried = carried_rows(walk, t, p)
         for b in range(carried):
-            memcpy(h_prev + (call.offsets[t] + b) * H, out + (call.offsets[p] + b) * call.ld_out,
+            memcpy(h_prev + (walk.offsets[t] + b) * H, out + (walk.offsets[p] + b) * call.ld_out,
                    H * sizeof(floating))
-        memcpy(h_prev + (call.offsets[t] + carried) * H, h0 + carried * H,
-               (call.batch_sizes[t] - carried) * H * sizeof(floating))
+        memcpy(h_prev + (walk.offsets[t] + carried) * H, h0 + carried * H,
+               (walk.batch_sizes[t] - carried) * H * sizeof(floating))
 
 
 cdef int add_bias_gradients(const layer_call* call, const floating* g) except -1 nogil:
-    """grad_b_ih and grad_b_hh each += the column sums of g (both biases enter a_t alike)."""
+    """grad_b_ih and grad_b_hh [H] each += the column sums of g [N, H] (both biases enter a_t
+    alike)."""
     cdef Py_ssize_t r, j, H = call.H
     cdef floating* grad_b_ih = <floating*>call.grad_b_ih
     cdef floating* grad_b_hh = <floating*>call.grad_b_hh

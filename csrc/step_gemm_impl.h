@@ -230,20 +230,45 @@ static void FN(epilogue_only)(ptrdiff_t M, ptrdiff_t N, float *c, ptrdiff_t ldc,
     for (i = 0; i < M; i++) FN(epilogue_row)(c + i * ldc, N, epilogue, h ? h + i * ldh : NULL);
 }
 
-/* Sum of x[k] * y[k] for k < n, on vectors (the order of the additions differs from a loop). */
+/* The sum of a vector's lanes: its 4-lane quarters added as vectors, then 4 scalars. */
+typedef float FN(quad) __attribute__((vector_size(4 * sizeof(float))));
+static inline float FN(lane_sum)(FN(vec) v)
+{
+    union { FN(vec) whole; FN(quad) quarter[VW / 4]; } lanes = {v};
+    FN(quad) sum = lanes.quarter[0];
+    int q;
+    for (q = 1; q < VW / 4; q++) sum += lanes.quarter[q];
+    return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+}
+
+/* dots[q] = sum over k < n of x[k] * y[q * ldy + k], for q < 4: four dot products that share
+ * the loads of x and run as independent FMA chains (the order of the additions differs from
+ * a plain loop). */
+static inline void FN(dot4)(const float *restrict x, const float *restrict y, ptrdiff_t ldy,
+                            ptrdiff_t n, float dots[4])
+{
+    FN(vec) acc[4] = {{0}};
+    ptrdiff_t k = 0;
+    int q;
+    for (; k + VW <= n; k += VW) {
+        const FN(vec) xk = *(const FN(vec) *)(x + k);
+        for (q = 0; q < 4; q++) acc[q] += xk * *(const FN(vec) *)(y + q * ldy + k);
+    }
+    for (q = 0; q < 4; q++) {
+        ptrdiff_t tail;
+        dots[q] = FN(lane_sum)(acc[q]);
+        for (tail = k; tail < n; tail++) dots[q] += x[tail] * y[q * ldy + tail];
+    }
+}
+
+/* Sum of x[k] * y[k] for k < n, on vectors. */
 static inline float FN(dot)(const float *restrict x, const float *restrict y, ptrdiff_t n)
 {
-    FN(vec) even = {0}, odd = {0};
-    float sum = 0.0f;
+    FN(vec) acc = {0};
+    float sum;
     ptrdiff_t k = 0;
-    int v;
-    for (; k + 2 * VW <= n; k += 2 * VW) {
-        even += *(const FN(vec) *)(x + k) * *(const FN(vec) *)(y + k);
-        odd += *(const FN(vec) *)(x + k + VW) * *(const FN(vec) *)(y + k + VW);
-    }
-    for (; k + VW <= n; k += VW) even += *(const FN(vec) *)(x + k) * *(const FN(vec) *)(y + k);
-    even += odd;
-    for (v = 0; v < VW; v++) sum += even[v];
+    for (; k + VW <= n; k += VW) acc += *(const FN(vec) *)(x + k) * *(const FN(vec) *)(y + k);
+    sum = FN(lane_sum)(acc);
     for (; k < n; k++) sum += x[k] * y[k];
     return sum;
 }
@@ -262,8 +287,14 @@ static void FN(direct_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *
     if (w_is_transposed) {
         for (i = 0; i < M; i++) {
             float *restrict ci = c + i * ldc;
-            for (j = 0; j < N; j++)
-                ci[j] = (epilogue == STEP_ASSIGN ? 0.0f : ci[j]) + FN(dot)(a + i * lda, w + j * ldw, K);
+            float dots[4];
+            int q;
+            if (epilogue == STEP_ASSIGN) memset(ci, 0, (size_t)N * sizeof(float));
+            for (j = 0; j + 4 <= N; j += 4) {
+                FN(dot4)(a + i * lda, w + j * ldw, ldw, K, dots);
+                for (q = 0; q < 4; q++) ci[j + q] += dots[q];
+            }
+            for (; j < N; j++) ci[j] += FN(dot)(a + i * lda, w + j * ldw, K);
             FN(epilogue_row)(ci, N, epilogue, h ? h + i * ldh : NULL);
         }
         return;
@@ -336,7 +367,8 @@ static void FN(pack_panels)(const float *w, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_
         if (w_is_transposed)
             FN(pack_transposed_panel)(w + p * NR * ldw, ldw, K, columns, panel);
         else if (columns == NR)
-            for (k = 0; k < K; k++) memcpy(panel + k * NR, w + k * ldw + p * NR, NR * sizeof(float));
+            for (k = 0; k < K; k++)
+                memcpy(panel + k * NR, w + k * ldw + p * NR, NR * sizeof(float));
         else
             for (k = 0; k < K; k++)
                 memcpy(panel + k * NR, w + k * ldw + p * NR, (size_t)columns * sizeof(float));

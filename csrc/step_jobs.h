@@ -41,7 +41,8 @@ typedef struct {
     int w_is_transposed;
     ptrdiff_t n_rounds;
     const step_block *blocks;
-    const ptrdiff_t *round_start;   /* [n_rounds + 1]: round r is blocks [round_start[r], round_start[r+1]) */
+    const ptrdiff_t *round_start;   /* [n_rounds + 1]: round r runs the blocks */
+                                    /* [round_start[r], round_start[r + 1]) */
 } step_plan;
 
 static ptrdiff_t panel_count(const step_kernel *kernel, ptrdiff_t N)

@@ -2,11 +2,27 @@
 
 The tests build the packed layout themselves (sorted lengths -> batch_sizes, x [N, I], ...),
 so that the compiled kernels are compared with backends/reference.py directly, without the
-layers above them.
+layers above them. Also the fixture that runs a test on one step-kernel variant.
 """
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
+
+STEP_KERNELS = ["avx512", "avx2", "generic"]
+
+
+@pytest.fixture
+def step_kernel(request):
+    """Runs a test with the step-kernel variant ``request.param`` (indirect parametrisation),
+    if this CPU runs it; then back to the variant that ran before."""
+    from fastrnn.backends import cpu
+    try:
+        previous = cpu._rnn_cpu.use_step_kernel(request.param)
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    yield request.param
+    cpu._rnn_cpu.use_step_kernel(previous)
 
 
 def batch_sizes_of(lengths):

@@ -13,7 +13,8 @@ import pytest
 import fastrnn
 from fastrnn.backends import cpu, reference
 from helpers import assert_close
-from packed_problems import batch_sizes_of, make_problem, run_layer
+from packed_problems import (STEP_KERNELS, batch_sizes_of, make_problem, run_layer,
+                             step_kernel)  # noqa: F401 - step_kernel is a fixture
 
 pytestmark = pytest.mark.skipif(cpu.unavailable_reason() is not None,
                                 reason="the compiled CPU kernels are not built")
@@ -79,20 +80,6 @@ def tuning(request):
             yield request.param
     finally:
         kernels.set_tuning(**previous)
-
-
-STEP_KERNELS = ["avx512", "avx2", "generic"]
-
-
-@pytest.fixture
-def step_kernel(request):
-    """Runs a test with one step-kernel variant, if this CPU runs it; then back to the best."""
-    try:
-        previous = kernels.use_step_kernel(request.param)
-    except ValueError as exc:
-        pytest.skip(str(exc))
-    yield request.param
-    kernels.use_step_kernel(previous)
 
 
 PATH_CASES = [(lengths, reverse, relu) for lengths in (LENGTHS["equal"], LENGTHS["ties and ones"])

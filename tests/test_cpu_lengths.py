@@ -13,6 +13,7 @@ import fastrnn
 from fastrnn import functional
 from fastrnn.backends import cpu
 from helpers import assert_close
+from packed_problems import step_kernel  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.skipif(cpu.unavailable_reason() is not None,
                                 reason="the compiled CPU kernels are not built")
@@ -62,16 +63,7 @@ def test_stacked_layers_match_the_reference(layers, bidirectional, nonlinearity,
     assert_cpu_matches_reference(layers, bidirectional, nonlinearity, bias, dtype, lengths)
 
 
-@pytest.fixture(params=["avx512", "avx2"])
-def step_kernel(request):
-    try:
-        previous = kernels.use_step_kernel(request.param)
-    except ValueError as exc:
-        pytest.skip(str(exc))
-    yield request.param
-    kernels.use_step_kernel(previous)
-
-
+@pytest.mark.parametrize("step_kernel", ["avx512", "avx2"], indirect=True)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("lengths", LENGTHS.values(), ids=LENGTHS.keys())

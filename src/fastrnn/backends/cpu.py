@@ -54,7 +54,8 @@ def coretype_report():
     """One line: the OpenBLAS coretype the kernels' BLAS runs, and how it was chosen."""
     running = (_blas.kernel_blas() or {}).get("architecture", "unknown")
     chosen = os.environ.get("OPENBLAS_CORETYPE")
-    return f"{running} ({'OPENBLAS_CORETYPE=' + chosen + ' set by the user' if chosen else 'OpenBLAS own choice'})"
+    why = f"OPENBLAS_CORETYPE={chosen} set by the user" if chosen else "OpenBLAS own choice"
+    return f"{running} ({why})"
 
 
 def step_kernel_name():
