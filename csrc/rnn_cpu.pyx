@@ -300,11 +300,17 @@ cdef int run_forward_steps(const product_config* cfg, const layer_call* call,
                       out + walk.offsets[t] * ld, ld, NULL, 0, carried, epilogue)
         add_block(&plan, s, h0 + carried * H, H, out + (walk.offsets[t] + carried) * ld, ld,
                   NULL, 0, walk.batch_sizes[t] - carried, epilogue)
+    return run_recurrent_plan(cfg, call, &plan, <const floating*>call.w_hh, True)
+
+
+cdef int run_recurrent_plan(const product_config* cfg, const layer_call* call, step_plan* plan,
+                            const floating* w_hh,            # [H, H]
+                            bint transposed) except -1 nogil:
+    """Runs a time loop's plan with B = W_hh^T (forward) or W_hh (backward); frees the plan."""
     try:
-        run_plan(cfg, &plan, <const floating*>call.w_hh, H, True, call.N,
-                 step_threads(cfg, call.B, H))
+        run_plan(cfg, plan, w_hh, call.H, transposed, call.N, step_threads(cfg, call.B, call.H))
     finally:
-        free_plan(&plan)
+        free_plan(plan)
     return 0
 
 
@@ -396,12 +402,7 @@ cdef int run_backward_steps(const product_config* cfg, const layer_call* call,
                       walk.batch_sizes[p] - carried, grad)
         add_block(&plan, rounds, g + (walk.offsets[t] + carried) * H, H, grad_h0 + carried * H,
                   H, NULL, 0, walk.batch_sizes[t] - carried, STEP_ASSIGN)
-    try:
-        run_plan(cfg, &plan, <const floating*>call.w_hh, H, False, call.N,
-                 step_threads(cfg, call.B, H))
-    finally:
-        free_plan(&plan)
-    return 0
+    return run_recurrent_plan(cfg, call, &plan, <const floating*>call.w_hh, False)
 
 
 cdef int add_recurrent_weight_gradient(const product_config* cfg, const layer_call* call,
