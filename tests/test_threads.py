@@ -133,6 +133,39 @@ def test_thread_count_set_while_another_thread_runs_layers_is_never_undone():
     assert not errors, errors
 
 
+def test_different_layers_in_two_threads_at_once_give_what_each_gives_alone():
+    """The kernels keep no state between or across calls (scratch memory is per call), so two
+    layers running at the same time in two threads (the GIL released) are not disturbed."""
+    rng = np.random.default_rng(3)
+    layers = [fastrnn.RNN(16, 64, 2, bidirectional=True, backend="cpu", seed=s) for s in (0, 1)]
+    inputs = [rng.standard_normal((30, 4, 16)).astype(np.float32) for _ in layers]
+    lengths = [np.array([30, 12, 7, 1]), None]
+
+    def run(index):
+        layer = layers[index]
+        out, h_n = layer(inputs[index], lengths=lengths[index])
+        grad_x, _ = layer.backward(np.ones_like(out))
+        return [out, h_n, grad_x]
+
+    alone = [run(0), run(1)]
+    mismatches, errors = [], []
+
+    def repeat(index):
+        try:
+            for _ in range(15):
+                if not all(np.array_equal(a, b) for a, b in zip(run(index), alone[index])):
+                    mismatches.append(index)
+        except Exception as exc:   # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=repeat, args=(i,)) for i in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors and not mismatches, (errors, mismatches)
+
+
 # ----------------------------------------------------------------------------- item 17
 PROBE = """
 import json, os
