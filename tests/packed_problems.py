@@ -56,7 +56,7 @@ def make_problem(rng, lengths, I, H, dtype, bias=True):
     def draw(*shape, scale=1.0):
         return (scale * rng.standard_normal(shape)).astype(dtype)
 
-    return Problem(draw(N, I), draw(B, H, scale=0.5), draw(H, I, scale=1 / np.sqrt(I)),
+    return Problem(draw(N, I), draw(B, H, scale=0.5), draw(H, I, scale=1 / np.sqrt(max(I, 1))),
                    draw(H, H, scale=1 / np.sqrt(H)), draw(H) if bias else None,
                    draw(H) if bias else None, batch_sizes, draw(N, H), draw(B, H))
 
