@@ -10,15 +10,17 @@ Threads: the kernels read how many threads SciPy's BLAS has (fastrnn.set_num_thr
 and share big steps and products among that many; they never change it.
 
 OpenBLAS load-time settings: fastrnn sets none (a library must not change how another one
-loads). Two are read by OpenBLAS from the environment when it loads (before the first
-``import fastrnn``/``import scipy.linalg``), and a user may want them on some machines:
+loads). OpenBLAS reads two that matter to the kernels from the environment when it loads
+(before the first ``import fastrnn`` or ``import scipy.linalg``); a user may set them:
   - ``OPENBLAS_CORETYPE``: which compute kernels OpenBLAS runs. On the project's AMD EPYC
-    (AVX-512) OpenBLAS 0.3.30 picks "SkylakeX" by itself, on a quiet machine and with the
-    other core busy alike; the step kernel is unaffected (it picks its own variant).
+    (AVX-512, 2 vCPUs) OpenBLAS 0.3.30 picks "SkylakeX" by itself, on a quiet machine and
+    with the other core busy alike, and forcing "Haswell" changed fastrnn's forward+backward
+    by no more than the run-to-run noise (with either step-kernel variant).
   - ``OPENBLAS_THREAD_TIMEOUT``: after a multi-threaded product OpenBLAS's idle threads spin
     for 2^28 cycles (~0.1 s) before they sleep, taking the cores the kernels' own step threads
-    need next. With several threads on a big layer, ``OPENBLAS_THREAD_TIMEOUT=16`` (2^16
-    cycles) can help; see ``openblas_setup_report()`` and the project's benchmark notes.
+    need next. With several threads on a big layer on an otherwise idle machine,
+    ``OPENBLAS_THREAD_TIMEOUT=16`` (2^16 cycles) made 2 threads 1.9x faster than 1 in an
+    earlier measurement (without it, no faster); on a busy machine neither setting helps.
 ``python -m fastrnn info`` shows what OpenBLAS runs with.
 """
 import os
