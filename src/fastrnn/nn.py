@@ -41,26 +41,23 @@ class _Layer(ParameterStore):
     """What Linear and Embedding share: parameters, gradients, state_dict, the last input."""
 
     def __init__(self, dtype, seed):
+        super().__init__()
         self.dtype = _checks.check_dtype_name(dtype)
         self._rng = np.random.default_rng(seed)
         self._params = {}
         self.grads = {}
         self._arrays = HostArrays
-        self._saved_input = None
 
     def _set_parameters(self, params):
         self._params = {name: value.astype(self.dtype) for name, value in params.items()}
         self.grads = {name: np.zeros_like(value) for name, value in self._params.items()}
 
     def _save_for_backward(self, value):
-        self._saved_input = value if is_grad_enabled() else None
+        """Keep ``value`` (the layer's own copy) for this thread's backward, under grad mode."""
+        self._keep_for_backward(value if is_grad_enabled() else None)
 
     def _saved_for_backward(self):
-        if self._saved_input is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward pass first: "
-                               "call the layer on an input (outside fastrnn.no_grad()) before "
-                               "calling backward()")
-        return self._saved_input
+        return self._kept_for_backward("an input")
 
     def _check_grad_output(self, grad_output, expected_shape):
         grad_output = np.asarray(grad_output)
@@ -99,7 +96,7 @@ class Linear(_Layer):
             raise _checks.ShapeError(f"Linear: expected input of shape [*, {self.in_features}] "
                                      f"(in_features={self.in_features}), got {x.shape}")
         _checks.check_array_dtype("input", x, self.dtype)
-        self._save_for_backward(x)
+        self._save_for_backward(x.copy() if is_grad_enabled() else None)   # caller may change x
         y = x @ self.weight.T                                  # [*, out_features]
         if "bias" in self._params:
             y += self.bias
@@ -293,6 +290,10 @@ class _Optimizer:
     def step(self):
         for key, parameter, grad in _parameters_and_grads(self.modules):
             self._update(self.state.setdefault(key, {}), parameter, grad)
+        for module in self.modules:       # a forward before this step can't be backpropagated
+            changed = getattr(module, "_parameters_changed", None)
+            if changed is not None:
+                changed()
 
     def _update(self, state, parameter, grad):
         raise NotImplementedError
