@@ -71,6 +71,8 @@ def check_constructor(input_size, hidden_size, num_layers, dropout, bias=True, b
 
 def check_array_dtype(what, array, dtype):
     """TypeError that says how to convert when ``array`` is not of the layer's dtype."""
+    if array.dtype == NATIVE_DTYPES[dtype]:
+        return
     got = np.dtype(array.dtype).name
     if got != dtype:
         alternative = (f", or build the layer with dtype={got!r} if {got} is what you want"

@@ -163,20 +163,35 @@ def resolve_backend_name(backend: str, x: Any) -> str:
     return backend
 
 
-@dataclass(frozen=True)
 class Prepared:
     """Parameters checked once and laid out for one backend: what every call needs from them.
 
     ``weights`` are in torch's flat order, C-contiguous, aligned, native byte order, on the
     backend's device; they are the caller's own arrays whenever those already qualify (so a
-    later in-place update of a parameter is seen), copies otherwise."""
-    structure: Structure
-    backend_name: str
-    weights: tuple
+    later in-place update of a parameter is seen), copies otherwise. ``layers`` holds each
+    layer's kernel arguments ready to pass (see _layer_arguments), so that a call does no
+    bookkeeping of its own. Pickles by its three defining fields."""
+    __slots__ = ("structure", "backend_name", "weights", "backend", "layers", "native")
 
-    @property
-    def backend(self):
-        return load_backend(self.backend_name)
+    def __init__(self, structure: Structure, backend_name: str, weights: tuple):
+        self.structure, self.backend_name, self.weights = structure, backend_name, tuple(weights)
+        self.backend = load_backend(backend_name)
+        self.layers = _layer_arguments(structure, self.weights)
+        self.native = _checks.NATIVE_DTYPES[structure.dtype]
+
+    def __reduce__(self):
+        return Prepared, (self.structure, self.backend_name, self.weights)
+
+
+def _layer_arguments(structure, weights):
+    """For each layer, for each direction: (state index, w_ih, w_hh, b_ih, b_hh, reverse,
+    columns of the layer's [N, D*H] output it writes, or None for all of them)."""
+    D, H = structure.directions, structure.hidden_size
+    return tuple(
+        tuple((layer * D + direction,) + structure.layer_weights(weights, layer, direction)
+              + (bool(direction), None if D == 1 else slice(direction * H, (direction + 1) * H))
+              for direction in range(D))
+        for layer in range(structure.num_layers))
 
 
 def prepare_weights(weights: Mapping, nonlinearity: str = "tanh",
@@ -193,13 +208,13 @@ def prepare_weights(weights: Mapping, nonlinearity: str = "tanh",
 def _device_array(arrays, what, a, dtype, contiguous=False):
     """``a`` as an array of the backend's device that its kernels can read (see
     _checks.host_array: byte order and alignment converted, other dtypes refused)."""
-    if arrays.is_device_array(a):
+    if arrays is HostArrays:
+        a = _checks.host_array(what, a, dtype)
+    elif arrays.is_device_array(a):
         a = arrays.asarray(a)
         _checks.check_array_dtype(what, a, dtype)
     else:
-        a = _checks.host_array(what, a, dtype)
-        if arrays is not HostArrays:
-            a = arrays.asarray(a)
+        a = arrays.asarray(_checks.host_array(what, a, dtype))
     return arrays.contiguous(a) if contiguous else a
 
 
@@ -282,22 +297,32 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
         N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
     h0 = arrays.zeros((L * D, B, H), dtype) if hx is None else hx
     h_n = arrays.empty((L * D, B, H), dtype) if h_n is None else h_n
+    output = arrays.empty((N, D * H), dtype) if output is None else output
     saved = arrays.empty((L - 1, N, D * H), dtype) if need_saved and L > 1 else None
+    output = _stack_forward(backend, structure.relu, _layer_arguments(structure, weights), x, h0,
+                            batch_sizes, masks, saved, output, h_n)
+    return output, h_n, saved
+
+
+def _stack_forward(backend, relu, layers, x, h0, batch_sizes, masks, saved, output, h_n):
+    """forward_packed's layer loop over ready kernel arguments (see _layer_arguments): each
+    layer writes ``saved[layer]`` (or a scratch buffer), the last one ``output``; returns
+    ``output``. B == 0 runs no kernel."""
+    arrays, last = backend.ARRAYS, len(layers) - 1
+    run = h0.shape[1] > 0
     layer_input = x
-    for layer in range(L):
-        if layer == L - 1:
-            layer_output = arrays.empty((N, D * H), dtype) if output is None else output
+    for layer, directions in enumerate(layers):
+        if layer == last:
+            layer_output = output
         else:
-            layer_output = saved[layer] if saved is not None else arrays.empty((N, D * H), dtype)
-        for direction in range(D):
-            state = layer * D + direction
-            w_ih, w_hh, b_ih, b_hh = structure.layer_weights(weights, layer, direction)
-            half = layer_output if D == 1 else layer_output[:, direction * H:(direction + 1) * H]
-            if B > 0:
+            layer_output = saved[layer] if saved is not None else arrays.empty(output.shape, output.dtype)
+        for state, w_ih, w_hh, b_ih, b_hh, reverse, columns in directions:
+            if run:
                 backend.rnn_forward(layer_input, h0[state], w_ih, w_hh, b_ih, b_hh, batch_sizes,
-                                    bool(direction), structure.relu, half, h_n[state])
-        layer_input = layer_output if masks is None or layer == L - 1 else arrays.multiply(layer_output, masks[layer])
-    return layer_input, h_n, saved
+                                    reverse, relu, layer_output if columns is None else layer_output[:, columns],
+                                    h_n[state])
+        layer_input = layer_output if masks is None or layer == last else arrays.multiply(layer_output, masks[layer])
+    return output
 
 
 def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: np.ndarray,
@@ -535,6 +560,10 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
                      dropout=0.0, training=False, rng=None, need_backward=True, out=None):
     """rnn_forward with the parameters already read and checked by ``prepare_weights`` (what
     fastrnn.RNN calls: the per-call work is the input checks and the kernels)."""
+    if lengths is None and out is None and not need_backward and not batch_first:
+        result = _plain_inference(prepared, x, hx, training and dropout > 0)
+        if result is not None:
+            return result
     backend, structure = prepared.backend, prepared.structure
     arrays, dtype = backend.ARRAYS, structure.dtype
     on_host = not arrays.is_device_array(x)
@@ -585,6 +614,36 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
     if layout.on_host:
         user_h_n = arrays.to_host(user_h_n)
     return user_output, user_h_n, context
+
+
+def _plain_inference(prepared, x, hx, dropping):
+    """The common inference call, if it is one: host arrays the kernels take as they are
+    (native dtype, aligned, C-contiguous), time-major, equal lengths, no dropout. Only the
+    checks run before the kernels (the general path does the same plus every conversion and
+    layout change); None when the call is not of this kind."""
+    structure = prepared.structure
+    if (type(x) is not np.ndarray or x.ndim != 3 or x.dtype != prepared.native
+            or (dropping and structure.num_layers > 1) or prepared.backend.ARRAYS is not HostArrays):
+        return None
+    flags = x.flags
+    T, B, I = x.shape
+    if not (flags.c_contiguous and flags.aligned) or I != structure.input_size or T == 0:
+        return None
+    states_shape = (structure.num_states, B, structure.hidden_size)
+    if hx is None:
+        hx = np.zeros(states_shape, prepared.native)
+    elif type(hx) is not np.ndarray or hx.dtype != prepared.native or hx.shape != states_shape:
+        return None
+    else:
+        flags = hx.flags
+        if not (flags.c_contiguous and flags.aligned):
+            return None
+    width = structure.directions * structure.hidden_size
+    output = np.empty((T, B, width), prepared.native)
+    h_n = np.empty(states_shape, prepared.native)
+    _stack_forward(prepared.backend, structure.relu, prepared.layers, x.reshape(T * B, I), hx,
+                   equal_batch_sizes(B, T), None, None, output.reshape(T * B, width), h_n)
+    return output, h_n, None
 
 
 def _is_kernel_buffer(arrays, a):

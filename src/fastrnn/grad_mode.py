@@ -6,11 +6,16 @@ after the call returns. A thread-local flag, like torch's, so threads do not see
 import contextlib
 import threading
 
-_mode = threading.local()
+class _Mode(threading.local):
+    enabled = True              # each thread starts with gradients enabled
 
 
-def is_grad_enabled():
-    return getattr(_mode, "enabled", True)
+_mode = _Mode()
+
+
+def is_grad_enabled() -> bool:
+    """Whether forward passes in this thread keep what backward needs."""
+    return _mode.enabled
 
 
 @contextlib.contextmanager

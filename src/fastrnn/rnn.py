@@ -28,8 +28,8 @@ import numpy as np
 from . import _checks
 from ._parameters import ParameterStore
 from .backends import load_backend
-from .functional import (Prepared, _check_out, _device_array, _is_kernel_buffer,
-                         dropout_masks, forward_packed, forward_prepared, parameter_shapes,
+from .functional import (Prepared, _check_out, _device_array, _is_kernel_buffer, _stack_forward,
+                         dropout_masks, forward_prepared, parameter_shapes,
                          prepare_weights, resolve_backend_name, rnn_backward, zero_grads)
 from .grad_mode import is_grad_enabled
 from .packing import equal_batch_sizes
@@ -221,26 +221,20 @@ class RNN(ParameterStore):
                                  "reverse direction needs the whole sequence first: call the "
                                  "layer on the sequence instead")
             prepared = self._prepared_for(input)
-            backend, structure = prepared.backend, prepared.structure
-            arrays, dtype = backend.ARRAYS, self._dtype
+            arrays, dtype = prepared.backend.ARRAYS, self._dtype
             x = _device_array(arrays, "input", input, dtype)
             L, H = self._num_layers, self._hidden_size
             batch, state_shape = _step_shapes(x, self._input_size, L, H)
-            h0 = None
-            if hx is not None:
-                h0 = _device_array(arrays, "hx", hx, dtype)
-                if tuple(h0.shape) != state_shape:
-                    raise _checks.ShapeError(f"Expected hidden size {state_shape}, got {list(h0.shape)}")
-                h0 = arrays.contiguous(h0).reshape(L, batch, H)
+            h0 = _step_state(arrays, hx, state_shape, dtype)
             target = _step_target(arrays, out, state_shape, dtype, hx)
+            h_n = arrays.empty(state_shape, dtype) if target is None else target
             masks = None
             if self.training and self._dropout > 0 and L > 1:
                 masks = arrays.asarray(dropout_masks(self._rng, (L - 1, batch, H), self._dropout, dtype))
-            x = arrays.contiguous(x).reshape(batch, self._input_size)
-            h_n = forward_packed(backend, structure, x, h0,
-                                 prepared.weights, equal_batch_sizes(batch, 1), masks,
-                                 need_saved=False, h_n=None if target is None else target.reshape(L, batch, H),
-                                 validate=False)[1].reshape(state_shape)
+            _stack_forward(prepared.backend, prepared.structure.relu, prepared.layers,
+                           arrays.contiguous(x).reshape(batch, self._input_size),
+                           h0.reshape(L, batch, H), equal_batch_sizes(batch, 1), masks, None,
+                           arrays.empty((batch, H), dtype), h_n.reshape(L, batch, H))
             if out is None:
                 return h_n
             if target is None:
@@ -316,6 +310,16 @@ def _step_shapes(x, input_size, num_layers, hidden_size):
     if x.ndim == 1:
         return 1, (num_layers, hidden_size)
     return x.shape[0], (num_layers, x.shape[0], hidden_size)
+
+
+def _step_state(arrays, hx, shape, dtype):
+    """hx of a step, checked, as a contiguous array of ``shape`` (zeros when None)."""
+    if hx is None:
+        return arrays.zeros(shape, dtype)
+    hx = _device_array(arrays, "hx", hx, dtype)
+    if tuple(hx.shape) != shape:
+        raise _checks.ShapeError(f"Expected hidden size {shape}, got {list(hx.shape)}")
+    return arrays.contiguous(hx)
 
 
 def _step_target(arrays, out, shape, dtype, hx):
