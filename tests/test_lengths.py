@@ -57,11 +57,12 @@ def test_against_torch_packed(backend, num_layers, bidirectional, batch_first, n
     expected = torch_run(reference, x, hx, lengths, grad_out, grad_hn, batch_first)
     out, h_n = layer(x, hx, lengths=np.array(lengths))
     grad_x, grad_hx = layer.backward(grad_out, grad_hn)
+    rtol = 1e-5 if dtype == "float32" else 1e-10
     for what, actual, wanted in zip(("output", "h_n", "grad_x", "grad_hx"),
                                     (out, h_n, grad_x, grad_hx), expected[:4]):
-        assert_close(actual, wanted, dtype, rtol=1e-5 if dtype == "float32" else 1e-10), what
+        assert_close(actual, wanted, dtype, rtol, what=what)
     for name, wanted in expected[4].items():
-        assert_close(layer.grads[name], wanted, dtype, rtol=1e-5 if dtype == "float32" else 1e-10)
+        assert_close(layer.grads[name], wanted, dtype, rtol, what=name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastrnn
+from fastrnn.backends.activations import activate
 from helpers import assert_close, random_array
 
 BACKENDS = ["numpy", "cpu"]
@@ -26,6 +27,23 @@ def test_steps_replay_a_forward_over_the_sequence(backend, num_layers, nonlinear
         assert h.shape == (num_layers, 2, 5) and h.dtype == np.dtype(dtype)
         assert_close(h[-1], output[t], dtype)           # the top layer's output at step t
     assert_close(h, h_n, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("relu", [False, True])
+def test_one_step_is_the_formula_layer_by_layer(backend, relu):
+    """h_l = act(x_l W_ih^T + b_ih + h_l W_hh^T + b_hh), x_{l+1} = h_l (design.md's maths)."""
+    rng = np.random.default_rng(4)
+    layer = fastrnn.RNN(3, 5, num_layers=2, nonlinearity="relu" if relu else "tanh",
+                        backend=backend, dtype="float64", seed=3)
+    x, hx = random_array(rng, (2, 3), "float64"), random_array(rng, (2, 2, 5), "float64")
+    p = layer.state_dict()
+    expected, inputs = [], x
+    for l in range(2):
+        a = inputs @ p[f"weight_ih_l{l}"].T + p[f"bias_ih_l{l}"] + hx[l] @ p[f"weight_hh_l{l}"].T + p[f"bias_hh_l{l}"]
+        inputs = activate(a, relu)
+        expected.append(inputs)
+    assert_close(layer.step(x, hx), np.stack(expected), "float64")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
