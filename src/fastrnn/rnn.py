@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _checks
 from ._parameters import ParameterStore
-from .backends import load_backend
+from .backends import HostArrays, load_backend
 from .functional import (Prepared, _check_out, _device_array, _is_kernel_buffer, _stack_forward,
                          dropout_masks, forward_prepared, parameter_shapes,
                          prepare_weights, resolve_backend_name, rnn_backward, zero_grads)
@@ -221,6 +221,10 @@ class RNN(ParameterStore):
                                  "reverse direction needs the whole sequence first: call the "
                                  "layer on the sequence instead")
             prepared = self._prepared_for(input)
+            if not (self.training and self._dropout > 0 and self._num_layers > 1):
+                result = _ready_step(prepared, input, hx, out)
+                if result is not None:
+                    return result
             arrays, dtype = prepared.backend.ARRAYS, self._dtype
             x = _device_array(arrays, "input", input, dtype)
             L, H = self._num_layers, self._hidden_size
@@ -299,6 +303,42 @@ class RNN(ParameterStore):
 
 
 # --------------------------------------------------------------------------------- step helpers
+def _is_ready(a, native, shape):
+    """A host array the kernels take as it is: this shape, native dtype, C-contiguous, aligned."""
+    if type(a) is not np.ndarray or a.dtype != native or a.shape != shape:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned
+
+
+def _ready_step(prepared, x, hx, out):
+    """step() when every array is ready for the kernels as it is (host, native, contiguous,
+    right shapes, ``out`` writeable and apart from hx): only these checks, then the kernels.
+    None when the call is not of this kind (the general path then checks and converts)."""
+    structure = prepared.structure
+    if type(x) is not np.ndarray or x.ndim not in (1, 2) or prepared.backend.ARRAYS is not HostArrays:
+        return None
+    L, I, H = structure.num_layers, structure.input_size, structure.hidden_size
+    batch = 1 if x.ndim == 1 else x.shape[0]
+    shape = (L, H) if x.ndim == 1 else (L, batch, H)
+    if not _is_ready(x, prepared.native, (I,) if x.ndim == 1 else (batch, I)):
+        return None
+    if hx is None:
+        hx = np.zeros(shape, prepared.native)
+    elif not _is_ready(hx, prepared.native, shape):
+        return None
+    if out is None:
+        h_n = np.empty(shape, prepared.native)
+    elif _is_ready(out, prepared.native, shape) and out.flags.writeable and not np.may_share_memory(out, hx):
+        h_n = out
+    else:
+        return None
+    _stack_forward(prepared.backend, structure.relu, prepared.layers, x.reshape(batch, I),
+                   hx.reshape(L, batch, H), equal_batch_sizes(batch, 1), None, None,
+                   np.empty((batch, H), prepared.native), h_n.reshape(L, batch, H))
+    return h_n
+
+
 def _step_shapes(x, input_size, num_layers, hidden_size):
     """(batch, state shape) of a step input [B, I] or [I]."""
     if x.ndim not in (1, 2):
