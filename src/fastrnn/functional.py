@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 from .backends import HostArrays, is_cuda_array, load_backend
@@ -520,10 +521,12 @@ def _copy(arrays, a):
     return copy
 
 
-def rnn_forward(x, weights: Mapping, hx=None, *, lengths=None, nonlinearity: str = "tanh",
+def rnn_forward(x: ArrayLike, weights: Mapping, hx: Optional[ArrayLike] = None, *,
+                lengths: Optional[ArrayLike] = None, nonlinearity: str = "tanh",
                 batch_first: bool = False, dropout: float = 0.0, training: bool = False,
                 rng: Optional[np.random.Generator] = None, backend: str = "auto",
-                need_backward: bool = True, out=None):
+                need_backward: bool = True, out: Optional[np.ndarray] = None
+                ) -> tuple[Any, Any, Optional[Context]]:
     """Run a (stacked, optionally bidirectional) Elman RNN over ``x``.
 
     Parameters
@@ -673,7 +676,8 @@ def zero_grads(weights: Mapping, arrays=HostArrays) -> dict:
     return {name: arrays.zeros(w.shape, w.dtype) for name, w in weights.items()}
 
 
-def rnn_backward(context: Context, grad_output, grad_h_n=None, grads: Optional[dict] = None):
+def rnn_backward(context: Context, grad_output: ArrayLike, grad_h_n: Optional[ArrayLike] = None,
+                 grads: Optional[dict] = None) -> tuple[Any, Any, dict]:
     """Backpropagation through time for the rnn_forward call that made ``context``.
 
     ``grad_output`` is dL/d output and ``grad_h_n`` dL/d h_n (None: zero), in the layouts

@@ -20,6 +20,7 @@ def is_grad_enabled() -> bool:
 
 @contextlib.contextmanager
 def no_grad():
+    """``with fastrnn.no_grad():`` forward passes in this thread keep nothing for backward."""
     previous = is_grad_enabled()
     _mode.enabled = False
     try:

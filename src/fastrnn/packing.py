@@ -8,6 +8,8 @@ packed row is; moving the rows is one gather (and one scatter back), done by the
 array operations, so it works on any device. ``lengths`` may come in any order: the caller's
 order is restored on the way out.
 """
+from __future__ import annotations
+
 import functools
 from dataclasses import dataclass
 

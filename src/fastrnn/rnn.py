@@ -20,10 +20,12 @@ forward); it deep-copies and pickles at any point. ``save(path)`` writes exactly
 from __future__ import annotations
 
 import json
+import os
 import zipfile
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _checks
 from ._parameters import ParameterStore
@@ -153,10 +155,12 @@ class RNN(ParameterStore):
 
     # ----------------------------------------------------------------- modes and devices
     def train(self, mode: bool = True) -> "RNN":
+        """Training mode (dropout between layers) when ``mode``, else evaluation mode."""
         self.training = bool(mode)
         return self
 
     def eval(self) -> "RNN":
+        """Evaluation mode: no dropout (``train(False)``)."""
         return self.train(False)
 
     def _place_parameters(self, backend):
@@ -180,7 +184,9 @@ class RNN(ParameterStore):
         return prepared
 
     # ----------------------------------------------------------------- forward and backward
-    def forward(self, input, hx=None, lengths=None, *, out=None):
+    def forward(self, input: ArrayLike, hx: Optional[ArrayLike] = None,
+                lengths: Optional[ArrayLike] = None, *,
+                out: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
         """Run the RNN over a whole sequence batch.
 
         input : [T, B, I] ([B, T, I] with batch_first, [T, I] unbatched), the layer's dtype.
@@ -204,7 +210,8 @@ class RNN(ParameterStore):
 
     __call__ = forward
 
-    def step(self, input, hx=None, *, out=None):
+    def step(self, input: ArrayLike, hx: Optional[ArrayLike] = None, *,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
         """One time step of every layer: ``h = rnn.step(x_t, h)``, for generation and online use.
 
         input : [B, I], or [I] for one sequence; hx : [L, B, H] ([L, H]), or None for zeros.
@@ -245,7 +252,8 @@ class RNN(ParameterStore):
                 arrays.copy_into(out, h_n)
             return out
 
-    def backward(self, grad_output, grad_h_n=None):
+    def backward(self, grad_output: ArrayLike,
+                 grad_h_n: Optional[ArrayLike] = None) -> tuple[np.ndarray, np.ndarray]:
         """``(grad_input, grad_hx)`` for this thread's most recent forward; adds every
         parameter's gradient into ``self.grads``. grad_output is dL/d output (output's shape),
         grad_h_n dL/d h_n (h_n's shape, or None for zero)."""
@@ -268,7 +276,7 @@ class RNN(ParameterStore):
                     batch_first=self._batch_first, dropout=self._dropout,
                     bidirectional=self._bidirectional, dtype=self._dtype, backend=self._backend)
 
-    def save(self, path) -> None:
+    def save(self, path: Union[str, os.PathLike]) -> None:
         """Parameters and constructor arguments in one ``.npz`` file (no pickle), written to
         exactly ``path`` (NumPy's habit of appending '.npz' is not followed: the file is
         where ``RNN.load(path)`` will look)."""
@@ -276,7 +284,7 @@ class RNN(ParameterStore):
             np.savez(file, **self.state_dict(), **{_CONFIG_KEY: np.array(json.dumps(self.config()))})
 
     @classmethod
-    def load(cls, path, **overrides) -> "RNN":
+    def load(cls, path: Union[str, os.PathLike], **overrides: Any) -> "RNN":
         """Rebuild a layer saved by ``save`` (from exactly ``path``); keyword arguments
         override saved settings. The whole file is checked before anything is allocated:
         the config against the arrays present, every array's shape and dtype against the
