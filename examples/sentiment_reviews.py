@@ -25,7 +25,7 @@ import numpy as np
 import fastrnn
 from fastrnn import nn
 
-from _common import build_parser, progress, save_curves
+from _common import build_parser, progress, save_curves_if_asked
 
 NEUTRAL = ("the movie film plot story actor actors director scene scenes music was is and but "
            "with a of this it i we watched saw character ending script camera cast minutes two "
@@ -167,9 +167,7 @@ def main(argv=None):
     args.train_size = args.train_size or (1200 if args.quick else 6000)
     fastrnn.set_num_threads(1)       # small matrices: one BLAS thread is faster and steadier
     _, curves = train(args)
-    if args.plot:
-        save_curves(args.plot, curves, title="sentiment_reviews (fastrnn.RNN, lengths=)")
-        print(f"training curves saved to {args.plot}")
+    save_curves_if_asked(args.plot, curves, "sentiment_reviews (fastrnn.RNN, lengths=)")
     print(f"test accuracy: {curves['accuracy']['test'][-1]:.3f}")
 
 

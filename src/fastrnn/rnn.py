@@ -44,6 +44,48 @@ _CONSTRUCTOR_KEYS = ("input_size", "hidden_size", "num_layers", "nonlinearity", 
                      "batch_first", "dropout", "bidirectional", "dtype", "backend")
 
 
+def _checked_nonlinearity(value):
+    _checks.check_nonlinearity(value)
+    return value
+
+
+def _checked_batch_first(value):
+    if not isinstance(value, bool):
+        raise TypeError(f"batch_first should be of type bool, got: {type(value).__name__}")
+    return value
+
+
+def _checked_dropout(value):
+    _checks.check_dropout(value)
+    return float(value)
+
+
+def _checked_backend(backend):
+    if backend != "auto":
+        load_backend(backend)          # unknown or unavailable: an error now, not later
+    return backend
+
+
+class _Setting:
+    """A constructor argument that may change after construction: checked (and converted) by
+    ``check`` on assignment, stored as ``_<name>``; the prepared call state is redone."""
+
+    def __init__(self, check, doc):
+        self.check, self.__doc__ = check, doc
+
+    def __set_name__(self, owner, name):
+        self.private = "_" + name
+
+    def __get__(self, layer, owner=None):
+        return self if layer is None else getattr(layer, self.private)
+
+    def __set__(self, layer, value):
+        value = self.check(value)
+        with layer._lock:
+            object.__setattr__(layer, self.private, value)
+            layer._prepared = None
+
+
 class RNN(ParameterStore):
     """Elman RNN, ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``, like torch.nn.RNN.
 
@@ -79,7 +121,7 @@ class RNN(ParameterStore):
         self._num_layers, self._bias = int(num_layers), bool(bias)
         self._bidirectional, self._dtype = bool(bidirectional), _checks.check_dtype_name(dtype)
         self._nonlinearity, self._batch_first, self._dropout = nonlinearity, bool(batch_first), float(dropout)
-        self._backend = self._checked_backend(backend)
+        self._backend = _checked_backend(backend)
         self.training = True
         self._rng = np.random.default_rng(seed)
         self._arrays = load_backend("numpy").ARRAYS
@@ -95,52 +137,10 @@ class RNN(ParameterStore):
     bidirectional = property(lambda self: self._bidirectional, doc="Two directions (fixed).")
     dtype = property(lambda self: self._dtype, doc="'float32' or 'float64' (fixed).")
 
-    @property
-    def nonlinearity(self) -> str:
-        """'tanh' or 'relu'; may be changed (checked)."""
-        return self._nonlinearity
-
-    @nonlinearity.setter
-    def nonlinearity(self, value):
-        _checks.check_nonlinearity(value)
-        with self._lock:
-            self._nonlinearity, self._prepared = value, None
-
-    @property
-    def batch_first(self) -> bool:
-        """Whether input and output are [B, T, F]; may be changed (a bool)."""
-        return self._batch_first
-
-    @batch_first.setter
-    def batch_first(self, value):
-        if not isinstance(value, bool):
-            raise TypeError(f"batch_first should be of type bool, got: {type(value).__name__}")
-        self._batch_first = value
-
-    @property
-    def dropout(self) -> float:
-        """Dropout probability between layers in training; may be changed (checked)."""
-        return self._dropout
-
-    @dropout.setter
-    def dropout(self, value):
-        _checks.check_dropout(value)
-        self._dropout = float(value)
-
-    @property
-    def backend(self) -> str:
-        """'auto', 'cpu', 'numpy' or 'cuda'; may be changed (an unavailable one is an error)."""
-        return self._backend
-
-    @backend.setter
-    def backend(self, value):
-        self._backend = self._checked_backend(value)
-
-    @staticmethod
-    def _checked_backend(backend):
-        if backend != "auto":
-            load_backend(backend)          # unknown or unavailable: an error now, not later
-        return backend
+    nonlinearity = _Setting(_checked_nonlinearity, "'tanh' or 'relu'; may be changed (checked).")
+    batch_first = _Setting(_checked_batch_first, "Whether input and output are [B, T, F]; may be changed.")
+    dropout = _Setting(_checked_dropout, "Dropout between layers in training; may be changed (checked).")
+    backend = _Setting(_checked_backend, "'auto', 'cpu', 'numpy' or 'cuda'; may be changed (checked).")
 
     # ----------------------------------------------------------------- parameters
     def _parameter_shapes(self):
