@@ -438,3 +438,15 @@ def test_one_layer_shared_by_threads_pairs_each_backward_with_its_own_forward(ba
     run_threads(lambda i: [layer(inputs[i]), layer.backward(grad_out)], len(inputs))
     for name in once:                        # every thread's gradient was added, none lost
         assert_close(layer.grads[name], once[name], "float64")
+
+
+def test_item12_nn_layers_copy_after_a_forward_too():
+    linear = fastrnn.nn.Linear(3, 2, seed=0, dtype="float64")
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    linear(x)
+    x[...] = 0                                  # item 5: the kept input is the layer's own
+    twin = copy.deepcopy(linear)
+    grad = np.ones((4, 2))
+    np.testing.assert_array_equal(twin.backward(grad), linear.backward(grad))
+    np.testing.assert_array_equal(twin.grads["weight"], linear.grads["weight"])
+    assert np.any(linear.grads["weight"])
