@@ -10,6 +10,7 @@ target pragmas, and picks the widest variant the CPU supports when the module lo
 dispatch); other compilers get the baseline variant only. Set FASTRNN_NATIVE=1 to add
 -march=native for a local build that will only run on this machine's CPU.
 """
+import glob
 import os
 
 import numpy
@@ -23,7 +24,7 @@ if os.environ.get("FASTRNN_NATIVE") == "1":
 extension = Extension(
     "fastrnn._rnn_cpu",
     sources=["csrc/rnn_cpu.pyx"],
-    depends=["csrc/step_gemm.h", "csrc/step_gemm_impl.h", "csrc/step_threads.h"],
+    depends=glob.glob("csrc/*.h") + glob.glob("csrc/*.pxd"),
     include_dirs=[numpy.get_include(), "csrc"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=compile_args,
@@ -33,6 +34,7 @@ setup(
     ext_modules=cythonize(
         [extension],
         language_level=3,
+        include_path=["csrc"],      # the .pxd declarations beside their headers
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     )
 )
