@@ -176,7 +176,7 @@ class RNN(ParameterStore):
     def _prepared_for(self, input) -> Prepared:
         """The parameters checked and laid out for the backend that runs ``input``; redone
         only when the backend or the nonlinearity changed."""
-        name = resolve_backend_name(self._backend, input)
+        name = self._backend if self._backend != "auto" else resolve_backend_name("auto", input)
         prepared = self._prepared
         if prepared is None or prepared.backend_name != name:
             self._place_parameters(load_backend(name))
@@ -341,9 +341,13 @@ def _ready_step(prepared, x, hx, out):
         h_n = out
     else:
         return None
-    _stack_forward(prepared.backend, structure.relu, prepared.layers, x.reshape(batch, I),
-                   hx.reshape(L, batch, H), equal_batch_sizes(batch, 1), None, None,
-                   np.empty((batch, H), prepared.native), h_n.reshape(L, batch, H))
+    if x.ndim == 1:                              # one sequence: the kernels see a batch of 1
+        x, hx, states = x.reshape(1, I), hx.reshape(L, 1, H), h_n.reshape(L, 1, H)
+    else:
+        states = h_n
+    _stack_forward(prepared.backend, structure.relu, prepared.layers, x, hx,
+                   equal_batch_sizes(batch, 1), None, None, np.empty((batch, H), prepared.native),
+                   states)
     return h_n
 
 
