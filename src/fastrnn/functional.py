@@ -172,13 +172,19 @@ class Prepared:
     later in-place update of a parameter is seen), copies otherwise. ``layers`` holds each
     layer's kernel arguments ready to pass (see _layer_arguments), so that a call does no
     bookkeeping of its own. Pickles by its three defining fields."""
-    __slots__ = ("structure", "backend_name", "weights", "backend", "layers", "native")
+    __slots__ = ("structure", "backend_name", "weights", "backend", "layers", "native", "on_host",
+                 "input_size", "hidden_size", "num_states", "width", "relu", "stacked")
 
     def __init__(self, structure: Structure, backend_name: str, weights: tuple):
         self.structure, self.backend_name, self.weights = structure, backend_name, tuple(weights)
         self.backend = load_backend(backend_name)
         self.layers = _layer_arguments(structure, self.weights)
+        # what every call reads, as plain attributes (a call's checks are a few comparisons)
         self.native = _checks.NATIVE_DTYPES[structure.dtype]
+        self.on_host = self.backend.ARRAYS is HostArrays
+        self.input_size, self.hidden_size = structure.input_size, structure.hidden_size
+        self.num_states, self.relu = structure.num_states, structure.relu
+        self.width, self.stacked = structure.directions * structure.hidden_size, structure.num_layers > 1
 
     def __reduce__(self):
         return Prepared, (self.structure, self.backend_name, self.weights)
@@ -624,28 +630,27 @@ def _plain_inference(prepared, x, hx, dropping):
     (native dtype, aligned, C-contiguous), time-major, equal lengths, no dropout. Only the
     checks run before the kernels (the general path does the same plus every conversion and
     layout change); None when the call is not of this kind."""
-    structure = prepared.structure
-    if (type(x) is not np.ndarray or x.ndim != 3 or x.dtype != prepared.native
-            or (dropping and structure.num_layers > 1) or prepared.backend.ARRAYS is not HostArrays):
+    native = prepared.native
+    if (type(x) is not np.ndarray or x.ndim != 3 or x.dtype != native or not prepared.on_host
+            or (dropping and prepared.stacked)):
         return None
     flags = x.flags
     T, B, I = x.shape
-    if not (flags.c_contiguous and flags.aligned) or I != structure.input_size or T == 0:
+    if not (flags.c_contiguous and flags.aligned) or I != prepared.input_size or T == 0:
         return None
-    states_shape = (structure.num_states, B, structure.hidden_size)
+    states_shape = (prepared.num_states, B, prepared.hidden_size)
     if hx is None:
-        hx = np.zeros(states_shape, prepared.native)
-    elif type(hx) is not np.ndarray or hx.dtype != prepared.native or hx.shape != states_shape:
+        hx = np.zeros(states_shape, native)
+    elif type(hx) is not np.ndarray or hx.dtype != native or hx.shape != states_shape:
         return None
     else:
         flags = hx.flags
         if not (flags.c_contiguous and flags.aligned):
             return None
-    width = structure.directions * structure.hidden_size
-    output = np.empty((T, B, width), prepared.native)
-    h_n = np.empty(states_shape, prepared.native)
-    _stack_forward(prepared.backend, structure.relu, prepared.layers, x.reshape(T * B, I), hx,
-                   equal_batch_sizes(B, T), None, None, output.reshape(T * B, width), h_n)
+    output = np.empty((T, B, prepared.width), native)
+    h_n = np.empty(states_shape, native)
+    _stack_forward(prepared.backend, prepared.relu, prepared.layers, x.reshape(T * B, I), hx,
+                   equal_batch_sizes(B, T), None, None, output.reshape(T * B, prepared.width), h_n)
     return output, h_n, None
 
 

@@ -30,7 +30,8 @@ from numpy.typing import ArrayLike
 from . import _checks
 from ._parameters import ParameterStore
 from .backends import HostArrays, load_backend
-from .functional import (Prepared, _check_out, _device_array, _is_kernel_buffer, _stack_forward,
+from .functional import (Prepared, _check_out, _device_array, _is_kernel_buffer, _plain_inference,
+                         _stack_forward,
                          dropout_masks, forward_prepared, parameter_shapes,
                          prepare_weights, resolve_backend_name, rnn_backward, zero_grads)
 from .grad_mode import is_grad_enabled
@@ -200,12 +201,18 @@ class RNN(ParameterStore):
         ``fastrnn.no_grad()`` nothing is kept for backward.
         """
         with self._lock:
-            need_backward = is_grad_enabled()
+            prepared = self._prepared_for(input)
+            if not is_grad_enabled():
+                self._local.kept = None          # nothing to backpropagate after this call
+                if lengths is None and out is None and not self._batch_first:
+                    result = _plain_inference(prepared, input, hx, self.training and self._dropout > 0)
+                    if result is not None:
+                        return result[:2]
             output, h_n, context = forward_prepared(
-                self._prepared_for(input), input, hx, lengths=lengths,
-                batch_first=self._batch_first, dropout=self._dropout, training=self.training,
-                rng=self._rng, need_backward=need_backward, out=out)
-            self._keep_for_backward(context)     # None under no_grad: nothing to backpropagate
+                prepared, input, hx, lengths=lengths, batch_first=self._batch_first,
+                dropout=self._dropout, training=self.training, rng=self._rng,
+                need_backward=is_grad_enabled(), out=out)
+            self._keep_for_backward(context)
             return output, h_n
 
     __call__ = forward
@@ -323,10 +330,9 @@ def _ready_step(prepared, x, hx, out):
     """step() when every array is ready for the kernels as it is (host, native, contiguous,
     right shapes, ``out`` writeable and apart from hx): only these checks, then the kernels.
     None when the call is not of this kind (the general path then checks and converts)."""
-    structure = prepared.structure
-    if type(x) is not np.ndarray or x.ndim not in (1, 2) or prepared.backend.ARRAYS is not HostArrays:
+    if type(x) is not np.ndarray or x.ndim not in (1, 2) or not prepared.on_host:
         return None
-    L, I, H = structure.num_layers, structure.input_size, structure.hidden_size
+    L, I, H = prepared.num_states, prepared.input_size, prepared.hidden_size   # L*D, D = 1
     batch = 1 if x.ndim == 1 else x.shape[0]
     shape = (L, H) if x.ndim == 1 else (L, batch, H)
     if not _is_ready(x, prepared.native, (I,) if x.ndim == 1 else (batch, I)):
@@ -345,7 +351,7 @@ def _ready_step(prepared, x, hx, out):
         x, hx, states = x.reshape(1, I), hx.reshape(L, 1, H), h_n.reshape(L, 1, H)
     else:
         states = h_n
-    _stack_forward(prepared.backend, structure.relu, prepared.layers, x, hx,
+    _stack_forward(prepared.backend, prepared.relu, prepared.layers, x, hx,
                    equal_batch_sizes(batch, 1), None, None, np.empty((batch, H), prepared.native),
                    states)
     return h_n
