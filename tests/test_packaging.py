@@ -86,7 +86,8 @@ def test_imports_from_elsewhere_without_torch(tmp_path):
 @needs_dist
 def test_package_under_test_is_the_installed_wheel():
     location = Path(fastrnn.__file__).resolve()
-    assert REPO not in location.parents, f"fastrnn imported from the source tree: {location}"
+    assert REPO / "src" not in location.parents, f"fastrnn imported from src/: {location}"
+    assert location.parent.parent.name == "site-packages", location
     assert Path(sys.prefix).resolve() in location.parents, location
     assert importlib.metadata.version("fastrnn") == fastrnn.__version__
     installed = {str(path) for path in importlib.metadata.files("fastrnn")}
