@@ -20,6 +20,7 @@ Build options (environment variables, read at build time only):
   debug info and frame pointers for readable stacks. Python must run with the ASan runtime
   preloaded; .ci/run shows how (GCC or Clang only).
 """
+import glob
 import os
 
 import numpy
@@ -32,7 +33,7 @@ EXTENSIONS = [
     Extension(
         "fastrnn._rnn_cpu",
         sources=[f"{CSRC}/rnn_cpu.pyx"],
-        depends=[f"{CSRC}/step_gemm.h", f"{CSRC}/step_gemm_impl.h", f"{CSRC}/step_threads.h"],
+        depends=glob.glob(f"{CSRC}/*.h") + glob.glob(f"{CSRC}/*.pxd"),
     ),
 ]
 
@@ -69,6 +70,7 @@ setup(
     ext_modules=cythonize(
         configure(EXTENSIONS),
         language_level=3,
+        include_path=[CSRC],      # the .pxd declarations beside their headers
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     )
 )
