@@ -115,17 +115,18 @@ def state_dict_from_keras(layers: Sequence[Any]) -> dict[str, NDArray[Any]]:
 
 def _layer_count(state: Mapping[str, ArrayLike]) -> tuple[int, bool, bool]:
     """(num_layers, bidirectional, bias) of a state_dict with torch.nn.RNN's names."""
-    matches = {name: _STATE_NAME.fullmatch(name) for name in state}
-    unknown = [name for name, match in matches.items() if match is None]
+    matches = [_STATE_NAME.fullmatch(name) for name in state]
+    unknown = [name for name, match in zip(state, matches) if match is None]
     if unknown:
         raise ValueError(f"unexpected key(s) {unknown}: expected an RNN's own state_dict "
                          f"(weight_ih_l0, weight_hh_l0, ...; for a layer inside a model pass "
                          f"model.<rnn>.state_dict())")
-    if not matches:
+    if not state:
         raise ValueError("expected a state_dict with weight_ih_l0, ..., got an empty one")
-    num_layers = 1 + max(int(match.group(2)) for match in matches.values())
-    bidirectional = any(match.group(3) for match in matches.values())
-    bias = any(match.group(1).startswith("bias") for match in matches.values())
+    parts = [match.groups() for match in matches if match is not None]
+    num_layers = 1 + max(int(layer) for _, layer, _ in parts)
+    bidirectional = any(reverse for _, _, reverse in parts)
+    bias = any(kind.startswith("bias") for kind, _, _ in parts)
     return num_layers, bidirectional, bias
 
 
