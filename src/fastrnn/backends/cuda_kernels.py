@@ -21,7 +21,13 @@ Why these kernels and no others:
   launch). Both come from one body with a different barrier, because numba launches a kernel
   that contains a grid sync cooperatively, and a cooperative grid is limited to what fits on
   the GPU at once. When a block has more threads than outputs, ``lanes`` threads share one dot
-  product and add their parts through shared memory.
+  product and add their parts through shared memory. The loop's pieces (the block's share,
+  its weight rows staged in shared memory, the chunked dot products) are ``time_loop_pieces``,
+  which the gated cells' kernels (cuda_gated_kernels) are built from too: there a unit has
+  several weight rows (its gates), read in one pass. In shared memory each unit's rows are
+  padded to an odd number of words, so that the 32 threads of a warp, on 32 units at the same
+  k, read 32 different banks (rows padded by one word give an even stride for odd H: one bank).
+  cuda.py's launch plan reaches the kernels as ``layout`` (cuda.RecurrencePlan.layout).
 - ``schedule`` [2, T+1] int64, copied to the device once per call, tells the kernels the packed
   layout: schedule[0, t] = B_t (schedule[0, T] = 0), schedule[1, t] = offset_t (schedule[1, T] = N).
 - ``previous_states``: the state each packed row started from, for dW_hh of a ragged batch
@@ -109,7 +115,7 @@ def fill(out, value):
 
 
 @cuda.jit(device=True)
-def _step_at(schedule, walk_index, backwards):
+def step_at(schedule, walk_index, backwards):
     """(B_t, offset_t) of the step visited at ``walk_index`` of a walk over the schedule's T
     steps (backwards: t = T-1 .. 0); (0, 0) before the walk's start or after its end."""
     steps = schedule.shape[1] - 1
@@ -120,7 +126,7 @@ def _step_at(schedule, walk_index, backwards):
 
 
 @cuda.jit(device=True)
-def _step_of_row(schedule, row):
+def step_of_row(schedule, row):
     """The step t whose rows hold packed row ``row``: offset_t <= row < offset_{t+1}."""
     low, high = 0, schedule.shape[1] - 2
     while low < high:
@@ -140,7 +146,7 @@ def previous_states(out, h0, schedule, reverse, h_prev):
     steps, n = schedule.shape[1] - 1, out.shape[1]
     for e in range(cuda.grid(1), h_prev.shape[0] * n, cuda.gridsize(1)):
         row, k = e // n, e % n
-        t = _step_of_row(schedule, row)
+        t = step_of_row(schedule, row)
         b = row - schedule[1, t]
         previous = t + 1 if reverse else t - 1
         if 0 <= previous < steps and b < schedule[0, previous]:
@@ -150,27 +156,34 @@ def previous_states(out, h0, schedule, reverse, h_prev):
 
 
 @cuda.jit(device=True)
-def _block_barrier():
+def block_barrier():
     cuda.syncthreads()
 
 
 @cuda.jit(device=True)
-def _grid_barrier():
+def grid_barrier():
     cuda.cg.this_grid().sync()
 
 
 @cuda.jit(device=True)
-def _slice_of(index, per_block, total):
+def slice_of(index, per_block, total):
     """(start, length) of block ``index``'s share when blocks take ``per_block`` items each."""
     start = index * per_block
     return start, max(0, min(per_block, total - start))
 
 
 @cuda.jit(device=True)
-def _rows_below(block_rows, size):
+def rows_below(block_rows, size):
     """The part of the block's batch rows (start, count) that lies below ``size``."""
     start, count = block_rows
     return start, max(0, min(count, size - start))
+
+
+@cuda.jit(device=True)
+def chunk_count(rows, units, lanes):
+    """How many passes the block's threads make over its (row, unit) outputs."""
+    per_chunk = cuda.blockDim.x // lanes
+    return (rows[1] * units[1] + per_chunk - 1) // per_chunk
 
 
 # ----------------------------------------------------------------------------- per-dtype kernels
@@ -179,15 +192,16 @@ def column_sums_kernel(dtype):
     zero = np.dtype(dtype).type(0)
 
     @cuda.jit
-    def add_column_sums(g, out_a, out_b):
-        # g [N, H]; out_a, out_b [H]: both += the column sums of g
+    def add_column_sums(g, out_a, out_b, into_both):
+        # g [N, H]; out_a [H] += the column sums of g, and out_b [H] too when into_both
         n = cuda.grid(1)
         if n < g.shape[1]:
             total = zero
             for r in range(g.shape[0]):
                 total += g[r, n]
             out_a[n] += total
-            out_b[n] += total
+            if into_both:
+                out_b[n] += total
 
     return add_column_sums
 
@@ -263,13 +277,114 @@ def gemm_kernel(dtype, tile):
     return gemm
 
 
+def padded_unit_words(unit_words):
+    """The shared-memory stride between the weight rows of neighbouring units: odd, so that
+    the threads of a warp, each on its own unit at the same k, read 32 different banks (cuda.py
+    sizes shared memory with it, the kernels lay rows out with ``unit_stride_on_chip``)."""
+    return unit_words | 1
+
+
+unit_stride_on_chip = cuda.jit(device=True)(padded_unit_words)
+
+
+@functools.lru_cache(maxsize=None)
+def time_loop_pieces(dtype, gates):
+    """(block_setup, stage_units, chunk_dots): the device functions every time-loop kernel
+    (this module's and cuda_gated_kernels') is built from, for a step product whose output
+    units take ``gates`` weight rows each (1: Elman, projections, every backward product; 3:
+    GRU's r, z, n; 4: LSTM's i, f, g, o). Weights are flat row-major matrices whose rows come
+    unit by unit: unit j's gate g is row j * gates + g."""
+    numba_dtype, zero = from_dtype(np.dtype(dtype)), np.dtype(dtype).type(0)
+
+    @cuda.jit(device=True)
+    def stage_units(weights, first_unit, unit_count, length, shared_start, on_chip):
+        # weights [U*gates*length]: the rows of units [first_unit, first_unit + unit_count) as
+        # the block reads them, with the stride between units: a copy in dynamic shared memory
+        # from word shared_start, each unit's rows padded to an odd number of words
+        # (unit_stride_on_chip), or the rows in global memory. The caller syncs the block.
+        unit_words = gates * length
+        if on_chip:
+            stride = unit_stride_on_chip(unit_words)
+            shared = cuda.shared.array(0, numba_dtype)
+            staged = shared[shared_start:shared_start + unit_count * stride]
+            for e in range(cuda.threadIdx.x, unit_count * unit_words, cuda.blockDim.x):
+                staged[(e // unit_words) * stride + e % unit_words] = \
+                    weights[first_unit * unit_words + e]
+            return staged, stride
+        return weights[first_unit * unit_words:(first_unit + unit_count) * unit_words], unit_words
+
+    @cuda.jit(device=True)
+    def block_setup(weights, rows_per_block, units_per_block, n_rows, n_units, length, on_chip):
+        # weights [n_units*gates*length]. Returns the block's batch rows and units ((start,
+        # count) each), its reduction scratch [threads*gates] (the start of dynamic shared
+        # memory) and its units' weight rows with the stride between units (stage_units).
+        shared = cuda.shared.array(0, numba_dtype)
+        scratch = shared[:cuda.blockDim.x * gates]
+        rows = slice_of(cuda.blockIdx.x, rows_per_block, n_rows)     # x: up to 2**31 - 1 blocks
+        units = slice_of(cuda.blockIdx.y, units_per_block, n_units)
+        staged, stride = stage_units(weights, units[0], units[1], length,
+                                     cuda.blockDim.x * gates, on_chip)
+        cuda.syncthreads()
+        return rows, units, scratch, staged, stride
+
+    @cuda.jit(device=True)
+    def partial_dots(vectors, row, weights, first, length, lane, lanes, dots):
+        # dots[g] += this lane's share of sum_k vectors[row, k] weights[first + g*length + k]
+        for k in range(lane, length, lanes):
+            value = vectors[row, k]
+            for g in range(gates):
+                dots[g] += value * weights[first + g * length + k]
+
+    @cuda.jit(device=True)
+    def chunk_dots(carried, carried_offset, carried_rows, starts, use_starts, chunk, block_rows,
+                   block_units, weights, stride, length, scratch, lanes, dots):
+        # One chunk of the block's (row, unit) outputs: dots[g] = the dot of row b's vector
+        # (its first ``length`` entries) with unit j's weight row g. Row b's vector is
+        # carried[carried_offset + b] when b < carried_rows, else starts[b] (use_starts) or
+        # zero. block_rows = (b0, nb), block_units = (j0, nj); weights and the stride between
+        # units as block_setup returns them. Every thread of the block must call it (it may
+        # sync the block). Returns (owner, b, j): owner is True for the one thread per output
+        # that holds the sums.
+        b0, nb = block_rows
+        j0, nj = block_units
+        tid = cuda.threadIdx.x
+        lane = tid % lanes
+        pair = chunk * (cuda.blockDim.x // lanes) + tid // lanes
+        inside = pair < nb * nj
+        b = b0 + (pair // nj if inside else 0)
+        jj = pair % nj if inside else 0
+        for g in range(gates):
+            dots[g] = zero
+        if inside and b < carried_rows:
+            partial_dots(carried, carried_offset + b, weights, jj * stride, length, lane, lanes,
+                         dots)
+        elif inside and use_starts:
+            partial_dots(starts, b, weights, jj * stride, length, lane, lanes, dots)
+        if lanes > 1:                  # the same for every thread: the block syncs or none does
+            for g in range(gates):
+                scratch[g * cuda.blockDim.x + tid] = dots[g]
+            cuda.syncthreads()
+            if lane == 0:
+                for g in range(gates):
+                    total = zero
+                    for i in range(lanes):
+                        total += scratch[g * cuda.blockDim.x + tid + i]
+                    dots[g] = total
+            cuda.syncthreads()
+        return inside and lane == 0, b, j0 + jj
+
+    return block_setup, stage_units, chunk_dots
+
+
 @functools.lru_cache(maxsize=None)
 def recurrent_kernels(dtype, grid_wide):
-    """(forward, backward) time-loop kernels; ``grid_wide``: blocks own unit slices and meet at
-    a grid barrier each step (cooperative launch), else blocks own whole batch rows."""
-    scalar, zero = np.dtype(dtype).type, np.dtype(dtype).type(0)
-    numba_dtype = from_dtype(np.dtype(dtype))
-    barrier = _grid_barrier if grid_wide else _block_barrier
+    """(forward, backward) time-loop kernels of the Elman cell; ``grid_wide``: blocks own unit
+    slices and meet at a grid barrier each step (cooperative launch), else blocks own whole
+    batch rows. ``layout`` is the launch plan's (rows_per_block, units_per_block, lanes, -, -)
+    (cuda.RecurrencePlan; the last two are the gated cells' projection)."""
+    scalar, numba_dtype = np.dtype(dtype).type, from_dtype(np.dtype(dtype))
+    barrier = grid_barrier if grid_wide else block_barrier
+    block_setup, _, chunk_dots = time_loop_pieces(dtype, 1)
 
     @cuda.jit(device=True)
     def activate(a, relu_mode):
@@ -281,90 +396,25 @@ def recurrent_kernels(dtype, grid_wide):
         grad = scalar(relu_grad(h)) if relu_mode else scalar(tanh_grad(h))
         return upstream * grad
 
-    @cuda.jit(device=True)
-    def partial_dot(vectors, row, weights, start, lane, lanes):
-        # vectors [*, n]; weights [*]: this lane's share of sum_k vectors[row, k] weights[start + k]
-        total = zero
-        for k in range(lane, vectors.shape[1], lanes):
-            total += vectors[row, k] * weights[start + k]
-        return total
-
-    @cuda.jit(device=True)
-    def chunk_dot(carried, carried_offset, carried_rows, starts, use_starts, chunk, block_rows,
-                  block_units, weights, row_stride, scratch, lanes):
-        # One chunk of the block's (row, unit) outputs: the dot of row b's previous vector with
-        # unit j's weights (from weights[(j - j0) * row_stride]). Row b's previous vector is
-        # carried[carried_offset + b] when b < carried_rows, else starts[b] (use_starts) or
-        # zero. block_rows = (b0, nb), block_units = (j0, nj). Every thread of the block must
-        # call it (it has barriers). Returns (owner, b, j, dot): owner is True for the one
-        # thread per output that holds the finished sum.
-        b0, nb = block_rows
-        j0, nj = block_units
-        tid = cuda.threadIdx.x
-        lane = tid % lanes
-        pair = chunk * (cuda.blockDim.x // lanes) + tid // lanes
-        inside = pair < nb * nj
-        b = b0 + (pair // nj if inside else 0)
-        jj = pair % nj if inside else 0
-        partial = zero
-        start = jj * row_stride
-        if inside and b < carried_rows:
-            partial = partial_dot(carried, carried_offset + b, weights, start, lane, lanes)
-        elif inside and use_starts:
-            partial = partial_dot(starts, b, weights, start, lane, lanes)
-        scratch[tid] = partial
-        cuda.syncthreads()
-        total = zero
-        if lane == 0:
-            for i in range(lanes):
-                total += scratch[tid + i]
-        cuda.syncthreads()
-        return inside and lane == 0, b, j0 + jj, total
-
-    @cuda.jit(device=True)
-    def block_setup(weights, rows_per_block, units_per_block, n_rows, n, weights_on_chip):
-        # weights [n*n]: row j holds the weights into unit j. Returns the block's rows and units
-        # ((start, count) each), its reduction scratch [threads], and its weight rows (a shared
-        # copy with padded rows, or the global rows) with their row stride.
-        shared = cuda.shared.array(0, numba_dtype)
-        scratch = shared[:cuda.blockDim.x]
-        rows = _slice_of(cuda.blockIdx.x, rows_per_block, n_rows)     # x: up to 2**31 - 1 blocks
-        units = _slice_of(cuda.blockIdx.y, units_per_block, n)
-        j0, nj = units
-        if weights_on_chip:
-            block_weights = shared[cuda.blockDim.x:cuda.blockDim.x + nj * (n + 1)]
-            for e in range(cuda.threadIdx.x, nj * n, cuda.blockDim.x):
-                block_weights[(e // n) * (n + 1) + e % n] = weights[j0 * n + e]
-            row_stride = n + 1     # padding: threads on neighbouring units hit different banks
-        else:
-            block_weights = weights[j0 * n:(j0 + nj) * n]
-            row_stride = n
-        cuda.syncthreads()
-        return rows, units, scratch, block_weights, row_stride
-
-    @cuda.jit(device=True)
-    def chunk_count(rows, units, lanes):
-        per_chunk = cuda.blockDim.x // lanes
-        return (rows[1] * units[1] + per_chunk - 1) // per_chunk
-
     @cuda.jit
-    def forward(h0, w_hh, out, h_n, schedule, reverse, relu_mode, rows_per_block,
-                units_per_block, lanes, weights_on_chip):
+    def forward(h0, w_hh, out, h_n, schedule, reverse, relu_mode, layout, weights_on_chip):
         # h0 [B, H]; w_hh [H*H] (row-major W_hh); out [N, H] packed: x W_ih^T + b on entry,
         # h_t on exit; h_n [B, H] written; schedule [2, T+1] int64 (see the module header)
+        rows_per_block, units_per_block, lanes, _, _ = layout
         n = out.shape[1]
         rows, units, scratch, weights, stride = block_setup(
-            w_hh, rows_per_block, units_per_block, h0.shape[0], n, weights_on_chip)
+            w_hh, rows_per_block, units_per_block, h0.shape[0], n, n, weights_on_chip)
+        dots = cuda.local.array(1, numba_dtype)
         for step in range(schedule.shape[1] - 1):
-            size, offset = _step_at(schedule, step, reverse)
-            previous_size, previous_offset = _step_at(schedule, step - 1, reverse)
-            next_size, _ = _step_at(schedule, step + 1, reverse)
-            active = _rows_below(rows, size)
+            size, offset = step_at(schedule, step, reverse)
+            previous_size, previous_offset = step_at(schedule, step - 1, reverse)
+            next_size, _ = step_at(schedule, step + 1, reverse)
+            active = rows_below(rows, size)
             for chunk in range(chunk_count(active, units, lanes)):
-                owner, b, j, dot = chunk_dot(out, previous_offset, previous_size, h0, True, chunk,
-                                             active, units, weights, stride, scratch, lanes)
+                owner, b, j = chunk_dots(out, previous_offset, previous_size, h0, True, chunk,
+                                         active, units, weights, stride, n, scratch, lanes, dots)
                 if owner:
-                    h = activate(out[offset + b, j] + dot, relu_mode)
+                    h = activate(out[offset + b, j] + dots[0], relu_mode)
                     out[offset + b, j] = h
                     if b >= next_size:            # sequence b's last step in this walk
                         h_n[b, j] = h
@@ -372,28 +422,29 @@ def recurrent_kernels(dtype, grid_wide):
 
     @cuda.jit
     def backward(grad_out, out, grad_hn, w_hh_t, grad_a, grad_h0, schedule, reverse, relu_mode,
-                 rows_per_block, units_per_block, lanes, weights_on_chip):
+                 layout, weights_on_chip):
         # grad_out, out [N, H] packed (out: the h_t); grad_hn [B, H]; w_hh_t [H*H] (row-major
         # W_hh^T); grad_a [N, H] written: dL/da_t; grad_h0 [B, H] written: dL/dh_0;
         # schedule [2, T+1] int64. The walk is the forward's, backwards; each visit reads the
         # dL/da of the step visited just before (the "later" step, later in the forward).
+        rows_per_block, units_per_block, lanes, _, _ = layout
         n = out.shape[1]
         rows, units, scratch, weights, stride = block_setup(
-            w_hh_t, rows_per_block, units_per_block, grad_hn.shape[0], n, weights_on_chip)
+            w_hh_t, rows_per_block, units_per_block, grad_hn.shape[0], n, n, weights_on_chip)
+        dots = cuda.local.array(1, numba_dtype)
         for step in range(schedule.shape[1]):     # T steps, then one that only ends grad_h0
-            size, offset = _step_at(schedule, step, not reverse)
-            later_size, later_offset = _step_at(schedule, step - 1, not reverse)
-            active = _rows_below(rows, max(size, later_size))
+            size, offset = step_at(schedule, step, not reverse)
+            later_size, later_offset = step_at(schedule, step - 1, not reverse)
+            active = rows_below(rows, max(size, later_size))
             for chunk in range(chunk_count(active, units, lanes)):
-                owner, b, j, dot = chunk_dot(grad_a, later_offset, later_size, grad_hn, False,
-                                             chunk, active, units, weights, stride, scratch,
-                                             lanes)
+                owner, b, j = chunk_dots(grad_a, later_offset, later_size, grad_hn, False, chunk,
+                                         active, units, weights, stride, n, scratch, lanes, dots)
                 if owner and b < size:
-                    grad_h = dot if b < later_size else grad_hn[b, j]    # else: its last step
+                    grad_h = dots[0] if b < later_size else grad_hn[b, j]  # else: its last step
                     grad_a[offset + b, j] = through_activation(
                         grad_out[offset + b, j] + grad_h, out[offset + b, j], relu_mode)
                 elif owner:                       # sequence b started at the later step
-                    grad_h0[b, j] = dot
+                    grad_h0[b, j] = dots[0]
             barrier()
 
     return forward, backward
