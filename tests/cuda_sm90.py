@@ -1,6 +1,7 @@
 """Every kernel of the 'cuda' backend compiled by real numba (typing, LLVM, NVVM) to PTX for
 sm_90, in a subprocess with the simulator off, a group of kernels at a time (tests/
-test_cuda_sim.py: the Elman cell's kernels and the helpers, group "elman").
+test_cuda_sim.py: the Elman cell's kernels and the helpers, group "elman"; tests/
+test_cuda_gated_sim.py: LSTM's and GRU's, group "gated").
 
 It needs NVVM (the CUDA toolkit, or numba-cuda's cu12/cu13 extra), not a GPU. Compiling takes a
 while, so each test module starts its group as a module-scoped autouse fixture (``fixtures``)
@@ -54,7 +55,7 @@ REPORT = """
     compiled = []                           # the typing results, to read their variables' types
     compile_cuda = compiler.compile_cuda
     compiler.compile_cuda = lambda *a, **k: compiled.append(compile_cuda(*a, **k)) or compiled[-1]
-    from fastrnn.backends import cuda_kernels as K
+    from fastrnn.backends import cuda_kernels as K, cuda_gated_kernels as G
 
     def narrow_integers(cres, seen):
         # names of the integer variables narrower than 64 bits, device functions included
@@ -100,6 +101,16 @@ REPORT = """
                                  (C2, C1, A2, C2, S2, flag, flag, layout, flag)),
                      "backward": (K.recurrent_kernels, 1,
                                   (A2, A2, C2, C1, C2, C2, S2, flag, flag, layout, flag))}
+        else:
+            kernels = {"lstm cell outputs": (G.lstm_cell_outputs, (C2, C2))}
+            loops = {"lstm forward": (G.lstm_kernels, 0, (C2, C2, C1, C1, C2, C2, A2, C2, C2, S2,
+                                                          flag, flag, layout, flag)),
+                     "lstm backward": (G.lstm_kernels, 1, (A2, C2, C2, C2, C2, C1, C1, C2, C2,
+                                                           C2, C2, S2, flag, flag, layout, flag)),
+                     "gru forward": (G.gru_kernels, 0, (C2, C1, C1, flag, C2, A2, C2, S2, flag,
+                                                        layout, flag)),
+                     "gru backward": (G.gru_kernels, 1, (A2, A2, C2, C2, C2, C1, C2, C2, S2,
+                                                         flag, layout, flag))}
         for what, (factory, which, signature) in loops.items():
             for grid_wide in (False, True):
                 kernels[f"{what} {grid_wide}"] = (factory(name, grid_wide)[which], signature)

@@ -15,15 +15,32 @@ batch a row's predecessor is not a fixed number of rows earlier, so one gather k
 H_prev [N, H] first. The step sizes (``batch_sizes``) and offsets are copied to the device once
 per call, as a [2, T+1] int64 "schedule" (see cuda_kernels).
 
+LSTM and GRU are the same recipe with gates (cuda_gated_kernels' header has the kernels):
+
+    forward   workspace[:, :4H or 3H] = x W_ih^T + b   ONE GEMM (GRU: b_hh's n part left out:
+                                                     b_hn sits inside r * (.))
+              one time-loop launch: per step the product h_{t-1} W_hh^T (all of a unit's gate
+              rows in one pass), then the gates in one fused pass, written over their
+              pre-activations in the contract's workspace layout; LSTM with proj_size: a
+              barrier, then h_t = (o tanh c_t) W_hr^T, a second product in the same step
+    backward  one time-loop launch: dL/dh_{t-1} = dA_t W_hh per step, then each unit's gates'
+              gradients dA; then merged GEMMs: dX = dA W_ih, dW_ih = dA^T X,
+              dW_hh = dA_h^T H_prev (GRU's dA_h: [d_r, d_z, d_n r]), bias column sums, LSTM's
+              dW_hr = dH^T (o tanh c). dL/d(o tanh c_t) = dH_t W_hr is the loop's second
+              product, not a merged one: dA_t needs it, and dH_{t-1} needs dA_t.
+
 The products run on Numba's tiled GEMM kernel (cuda_kernels.gemm_kernel), the only path:
 CuPy/cuBLAS is not a dependency, and one code path is one path that CI runs in the simulator.
 
 Which time-loop kernel runs (the "strategy", see plan_recurrence):
 
-    rows  when one block's shared memory holds ALL of W_hh (H*(H+1) words plus one scratch word
-          per thread within 48 KiB: up to H = 109 in float32, 76 in float64). Each block owns
-          whole batch rows (256 // H of them, at least 1) and every hidden unit, so it waits
-          only for its own threads between steps; B just sets the number of blocks.
+    rows  when one block's shared memory holds ALL the loop's weights and a scratch word per
+          thread and gate within 48 KiB (each unit's rows padded to an odd number of words):
+          Elman up to H = 109 in float32 and 76 in float64, LSTM 53 and 35, GRU 61 and 42
+          (B >= 8; a little more at B = 1, where a block has fewer threads).
+          Each block owns whole batch rows (256 // H of them, at least 1) and every hidden
+          unit, so it waits only for its own threads between steps; B just sets the number of
+          blocks.
     grid  otherwise. Each block owns a slice of W_hh's rows (hidden units) for all B rows;
           blocks exchange h_t through global memory and meet at ONE grid barrier per step
           (cooperative launch: the grid has at most max_cooperative_grid_blocks blocks, and at
@@ -31,6 +48,8 @@ Which time-loop kernel runs (the "strategy", see plan_recurrence):
           multiprocessor, unless more (smaller) slices let W_hh stay in shared memory and those
           extra blocks' reads of h_{t-1} cost less than the grid reading W_hh from global memory
           (the L2 cache) at every step, which is what blocks do otherwise (large H, float64).
+          A gated unit's slice holds all its gate rows; LSTM's projection is sliced over the
+          same blocks (a second grid barrier per step).
 
 ``forced_recurrence(strategy=..., weights_on_chip=...)`` overrides the choice (tests, benchmarks).
 48 KiB is what every GPU gives one block without an opt-in; numba-cuda has no public API for the
@@ -56,10 +75,11 @@ from .. import _checks
 try:
     from numba import config as _numba_config
     from numba import cuda
+    from . import cuda_gated_kernels as gated_kernels
     from . import cuda_kernels as kernels
     _IMPORT_ERROR = None
 except ImportError as exc:          # numba-cuda is an optional dependency
-    cuda = kernels = _numba_config = None
+    cuda = kernels = gated_kernels = _numba_config = None
     _IMPORT_ERROR = exc
 
 SHARED_BYTES_PER_BLOCK = 48 * 1024
@@ -765,5 +785,149 @@ def rnn_backward_cuda(x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, grad_o
         _add_column_sums(grad_a, grad_b_ih, grad_b_hh)
 
 
+# ----------------------------------------------------------------------------- LSTM and GRU
+def lstm_loops(hidden, width, projecting):
+    """(forward, backward) LoopShapes of an LSTM layer-direction (H=hidden, P=width)."""
+    return (LoopShape(StepProduct(hidden, 4, width),                 # h_{t-1} W_hh^T, 4 gates
+                      StepProduct(width, 1, hidden) if projecting else None),   # m W_hr^T
+            LoopShape(StepProduct(width, 1, 4 * hidden),             # dA_t W_hh
+                      StepProduct(hidden, 1, width) if projecting else None))   # dH_t W_hr
+
+
+def gru_loops(hidden):
+    """(forward, backward) LoopShapes of a GRU layer-direction."""
+    return (LoopShape(StepProduct(hidden, 3, hidden)),                # h_{t-1} W_hh^T, 3 gates
+            LoopShape(StepProduct(hidden, 1, 3 * hidden)))            # dA_t W_hh
+
+
+def _check_projection(layer, w_hr, grad_w_hr=None, backward=False):
+    """LSTM's W_hr [P, H] (and its gradient, backward): both arrays, or both None."""
+    if backward and (w_hr is None) != (grad_w_hr is None):
+        raise ValueError("Expected w_hr and grad_w_hr both arrays or both None")
+    if w_hr is None:
+        return None, None
+    shape = (layer.width, layer.hidden)
+    return (layer.array("w_hr", w_hr, shape),
+            layer.array("grad_w_hr", grad_w_hr, shape, written=True) if backward else None)
+
+
+def lstm_forward_cuda(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, out, h_n,
+                      c_n, workspace):
+    # x [N, I], h0 [B, P], c0 [B, H], w_ih [4H, I], w_hh [4H, P], b_ih/b_hh [4H] or None,
+    # w_hr [P, H] or None (P == H then), batch_sizes [T] (host), out [N, P] (rows layout),
+    # h_n [B, P], c_n [B, H], workspace [N, 5H] written: i, f, g, o, c_t of every row
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 4, projected=w_hr is not None)
+    w_hr, _ = _check_projection(layer, w_hr)
+    x, h0, b_ih, b_hh, out, h_n = _forward_arrays(layer, x, h0, (b_ih, b_hh), out, h_n)
+    rows, batch, hidden, dtype = layer.rows, layer.batch, layer.hidden, layer.dtype
+    c0 = layer.array("c0", c0, (batch, hidden))
+    c_n = layer.array("c_n", c_n, (batch, hidden), written=True)
+    workspace = layer.array("workspace", workspace, (rows, 5 * hidden), written=True)
+
+    gemm_into(workspace[:, :4 * hidden], x, w_ih, b_transposed=True,
+              bias=_input_projection_bias(b_ih, b_hh))                # x W_ih^T + b, [N, 4H]
+    if not hidden:
+        _zero(out, h_n)                     # with proj_size: the projection of nothing
+        return
+    projecting = w_hr is not None
+    cell_out = DeviceArrays.empty((batch, hidden), dtype) if projecting else _placeholder(dtype, 2)
+    _run_recurrence(gated_kernels.lstm_kernels, _FORWARD,
+                    (h0, c0, _unit_major(w_hh, 4), _flat(w_hr) if projecting
+                     else _placeholder(dtype), workspace, cell_out, out, h_n, c_n,
+                     _device_schedule(layer.batch_sizes), bool(reverse), projecting),
+                    batch, lstm_loops(hidden, layer.width, projecting)[_FORWARD], dtype)
+
+
+def lstm_backward_cuda(x, h0, c0, w_ih, w_hh, w_hr, batch_sizes, reverse, out, workspace,
+                       grad_out, grad_hn, grad_cn, grad_x, accumulate_x, grad_h0, grad_c0,
+                       grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr):
+    # shapes: see fastrnn/backends/__init__.py; grad_c0 [B, H] written, grad_w_hr [P, H] or None
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 4, projected=w_hr is not None)
+    w_hr, grad_w_hr = _check_projection(layer, w_hr, grad_w_hr, backward=True)
+    (x, h0, out, grad_out, grad_hn, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+     grad_b_hh) = _backward_arrays(layer, x, h0, out, grad_out, grad_hn, grad_x, grad_h0,
+                                   grad_w_ih, grad_w_hh, (grad_b_ih, grad_b_hh))
+    rows, batch, hidden, width, dtype = (layer.rows, layer.batch, layer.hidden, layer.width,
+                                         layer.dtype)
+    c0 = layer.array("c0", c0, (batch, hidden))
+    workspace = layer.array("workspace", workspace, (rows, 5 * hidden))
+    grad_cn = layer.array("grad_cn", grad_cn, (batch, hidden))
+    grad_c0 = layer.array("grad_c0", grad_c0, (batch, hidden), written=True)
+
+    projecting = w_hr is not None
+    grad_gates = DeviceArrays.empty((rows, 4 * hidden), dtype)     # dL/d(i, f, g, o) [N, 4H]
+    grad_h = DeviceArrays.empty((rows, width), dtype) if projecting else _placeholder(dtype, 2)
+    schedule = _device_schedule(layer.batch_sizes)
+    if hidden:
+        _run_recurrence(gated_kernels.lstm_kernels, _BACKWARD,
+                        (grad_out, workspace, c0, grad_hn, grad_cn, _transposed(w_hh),
+                         _transposed(w_hr) if projecting else _placeholder(dtype), grad_gates,
+                         grad_h, grad_h0, grad_c0, schedule, bool(reverse), projecting),
+                        batch, lstm_loops(hidden, width, projecting)[_BACKWARD], dtype)
+    else:
+        _zero(grad_h0)
+    _add_input_grads(grad_x, accumulate_x, grad_w_ih, grad_gates, x, w_ih)
+    _add_recurrent_weight_grad(grad_w_hh, grad_gates, out, h0, layer, schedule, reverse)
+    if grad_b_ih is not None:
+        _add_column_sums(grad_gates, grad_b_ih, grad_b_hh)
+    if projecting and hidden:
+        cell_out = DeviceArrays.empty((rows, hidden), dtype)              # o * tanh(c) [N, H]
+        _launch_1d(gated_kernels.lstm_cell_outputs, cell_out.size, workspace, cell_out)
+        gemm_into(grad_w_hr, grad_h, cell_out, a_transposed=True, accumulate=True)
+
+
+def gru_forward_cuda(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, out, h_n, workspace):
+    # x [N, I], h0 [B, H], w_ih [3H, I], w_hh [3H, H], b_ih/b_hh [3H] or None,
+    # batch_sizes [T] (host), out [N, H] (rows layout), h_n [B, H],
+    # workspace [N, 4H] written: r, z, n, h_{t-1} W_hn^T + b_hn of every row
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 3)
+    x, h0, b_ih, b_hh, out, h_n = _forward_arrays(layer, x, h0, (b_ih, b_hh), out, h_n)
+    hidden, dtype = layer.hidden, layer.dtype
+    workspace = layer.array("workspace", workspace, (layer.rows, 4 * hidden), written=True)
+
+    gemm_into(workspace[:, :3 * hidden], x, w_ih, b_transposed=True,
+              bias=_input_projection_bias(b_ih, b_hh, summed=2 * hidden))   # [N, 3H]
+    if hidden:
+        _run_recurrence(gated_kernels.gru_kernels, _FORWARD,
+                        (h0, _unit_major(w_hh, 3), _placeholder(dtype) if b_hh is None
+                         else b_hh[2 * hidden:], b_hh is not None, workspace, out, h_n,
+                         _device_schedule(layer.batch_sizes), bool(reverse)),
+                        layer.batch, gru_loops(hidden)[_FORWARD], dtype)
+
+
+def gru_backward_cuda(x, h0, w_ih, w_hh, batch_sizes, reverse, out, workspace, grad_out,
+                      grad_hn, grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+                      grad_b_hh):
+    # shapes: see fastrnn/backends/__init__.py
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 3)
+    (x, h0, out, grad_out, grad_hn, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+     grad_b_hh) = _backward_arrays(layer, x, h0, out, grad_out, grad_hn, grad_x, grad_h0,
+                                   grad_w_ih, grad_w_hh, (grad_b_ih, grad_b_hh))
+    hidden = layer.hidden
+    workspace = layer.array("workspace", workspace, (layer.rows, 4 * hidden))
+
+    # [d_r, d_z, d_n * r, d_n] [N, 4H]: columns :3H reach W_hh, b_hh; :2H and 3H: W_ih, b_ih
+    grad_gates = DeviceArrays.empty((layer.rows, 4 * hidden), layer.dtype)
+    schedule = _device_schedule(layer.batch_sizes)
+    if hidden:
+        _run_recurrence(gated_kernels.gru_kernels, _BACKWARD,
+                        (grad_out, out, h0, workspace, grad_hn, _transposed(w_hh), grad_gates,
+                         grad_h0, schedule, bool(reverse)),
+                        layer.batch, gru_loops(hidden)[_BACKWARD], layer.dtype)
+    r_z, n = slice(0, 2 * hidden), slice(2 * hidden, 3 * hidden)
+    _add_input_grads(grad_x, accumulate_x, grad_w_ih[r_z], grad_gates[:, r_z], x, w_ih[r_z])
+    _add_input_grads(grad_x, True, grad_w_ih[n], grad_gates[:, 3 * hidden:], x, w_ih[n])
+    _add_recurrent_weight_grad(grad_w_hh, grad_gates[:, :3 * hidden], out, h0, layer, schedule,
+                               reverse)
+    if grad_b_ih is not None:
+        _add_column_sums(grad_gates[:, r_z], grad_b_ih[r_z], grad_b_hh[r_z])
+        _add_column_sums(grad_gates[:, n], grad_b_hh[n])
+        _add_column_sums(grad_gates[:, 3 * hidden:], grad_b_ih[n])
+
+
 rnn_forward = rnn_forward_cuda
 rnn_backward = rnn_backward_cuda
+lstm_forward = lstm_forward_cuda
+lstm_backward = lstm_backward_cuda
+gru_forward = gru_forward_cuda
+gru_backward = gru_backward_cuda
