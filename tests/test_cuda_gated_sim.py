@@ -11,8 +11,6 @@ block, several blocks only at T=1 in a forward without a projection (no step rea
 block's output then); the 'rows' kernels with any number of blocks. The compile check of the
 gated kernels for sm_90 runs beside them (tests/cuda_sm90.py).
 """
-import inspect
-
 import numpy as np
 import pytest
 
@@ -20,8 +18,8 @@ from fastrnn.backends import backend_status, reference
 import cuda_sm90
 from cuda_helpers import forbid_host_copies
 from cuda_launches import h100_limits, record_plans, spy_launches
+from gated_problems import PARAMETERS, call_entry, gated_problem, run_gated
 from helpers import assert_close
-from packed_problems import batch_sizes_of
 
 CUDA_REASON = backend_status()["cuda"]
 pytestmark = pytest.mark.skipif(CUDA_REASON is not None, reason=f"cuda backend: {CUDA_REASON}")
@@ -32,69 +30,6 @@ if CUDA_REASON is None:
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
 RAGGED = (3, 2, 2, 1)            # sorted lengths: batch_sizes [4, 3, 1], a tie, a length of 1
-PARAMETERS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
-
-
-def gated_problem(rng, cell, lengths, I, H, dtype, bias=True, P=None):
-    """Random inputs of one layer-direction of ``cell`` over a packed batch of these sorted
-    lengths; P: LSTM's proj_size (None: no projection)."""
-    batch_sizes = batch_sizes_of(lengths)
-    N, B, gates = int(batch_sizes.sum()), len(lengths), 4 if cell == "lstm" else 3
-    width = H if P is None else P
-
-    def draw(*shape, scale=1.0):
-        return (scale * rng.standard_normal(shape)).astype(dtype)
-
-    problem = dict(batch_sizes=batch_sizes, x=draw(N, I), h0=draw(B, width, scale=0.5),
-                   w_ih=draw(gates * H, I, scale=0.6), w_hh=draw(gates * H, width, scale=0.6),
-                   b_ih=draw(gates * H) if bias else None, b_hh=draw(gates * H) if bias else None,
-                   grad_out=draw(N, width), grad_hn=draw(B, width))
-    if cell == "lstm":
-        problem.update(c0=draw(B, H, scale=0.5), grad_cn=draw(B, H),
-                       w_hr=None if P is None else draw(P, H, scale=0.6))
-    return problem
-
-
-def call_entry(function, values):
-    """``function`` called with the entries of ``values`` its contract names (every backend
-    names its arguments as backends/__init__.py does)."""
-    return function(**{name: values[name] for name in inspect.signature(function).parameters})
-
-
-def run_gated(module, cell, problem, reverse, accumulate_x=False):
-    """Forward and backward of one layer-direction through ``module``'s contract; host copies
-    of everything written."""
-    arrays, dtype = module.ARRAYS, problem["x"].dtype
-    (N, I), (B, width) = problem["x"].shape, problem["h0"].shape
-    H = problem["w_hh"].shape[0] // (4 if cell == "lstm" else 3)
-
-    def filled(shape, value):
-        return arrays.asarray(np.full(shape, value, dtype))
-
-    values = {name: value if value is None or name == "batch_sizes" else arrays.asarray(value)
-              for name, value in problem.items()}
-    out_both, grad_out_both = filled((N, 2 * width), 7), filled((N, 2 * width), 0)
-    arrays.copy_into(grad_out_both[:, width:], values["grad_out"])
-    values.update(reverse=reverse, accumulate_x=accumulate_x, out=out_both[:, width:],
-                  grad_out=grad_out_both[:, width:], h_n=filled((B, width), 7),
-                  workspace=filled((N, (5 if cell == "lstm" else 4) * H), 7),
-                  grad_x=filled((N, I), 2.0 if accumulate_x else np.nan),
-                  grad_h0=filled((B, width), np.nan))
-    for name in PARAMETERS:
-        present = values.get(name) is not None
-        values["grad_" + name] = filled(problem[name].shape, 1.0) if present else None
-    if cell == "lstm":
-        values.update(c_n=filled((B, H), 7), grad_c0=filled((B, H), np.nan))
-    call_entry(getattr(module, f"{cell}_forward"), values)
-    call_entry(getattr(module, f"{cell}_backward"), values)
-    written = ["h_n", "c_n", "workspace", "grad_x", "grad_h0", "grad_c0"]
-    written += ["grad_" + name for name in PARAMETERS]
-    results = {name: arrays.to_host(values[name]) for name in written
-               if values.get(name) is not None}
-    results["out"] = arrays.to_host(out_both)
-    return results
-
-
 def check_gated(cell, problem, reverse, accumulate_x=False):
     expected = run_gated(reference, cell, problem, reverse, accumulate_x)
     actual = run_gated(backend, cell, problem, reverse, accumulate_x)
