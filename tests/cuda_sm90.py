@@ -4,9 +4,9 @@ test_cuda_sim.py: the Elman cell's kernels and the helpers, group "elman"; tests
 test_cuda_gated_sim.py: LSTM's and GRU's, group "gated").
 
 It needs NVVM (the CUDA toolkit, or numba-cuda's cu12/cu13 extra), not a GPU. Compiling takes a
-while, so each test module starts its group as a module-scoped autouse fixture (``fixtures``)
-that runs beside the simulator tests (one core each); the tests that read the report come last
-in their module. The report also lists the integer variables numba typed narrower than 64 bits,
+while, so each test module starts its group as a module-scoped autouse fixture that runs
+beside the simulator tests (one core each); the tests that read the report come last in their
+module (``module_checks``). The report also lists the integer variables numba typed narrower than 64 bits,
 device functions included: only the hardware's own thread and block indices may be.
 """
 import json
@@ -129,9 +129,15 @@ REPORT = """
 """
 
 
-def fixtures(group):
-    """(sm90_compile, sm90_report): the module's compile of kernel group ``group``, started with
-    the module's first test, and its report (read by the tests that come last)."""
+def module_checks(group, expected):
+    """What a test module adopts to check kernel group ``group`` (``expected`` kernels per
+    dtype), to be assigned to these names in it:
+
+        (sm90_compile, sm90_report, test_every_kernel_types_and_lowers_for_sm90,
+         test_every_kernel_compiles_to_ptx_for_sm90, test_kernel_index_arithmetic_is_64_bit)
+
+    The compile starts with the module's first test (an autouse fixture) and its report is
+    read by the three tests, which come last in the module."""
 
     @pytest.fixture(scope="module", autouse=True, name="sm90_compile")
     def compile_group():
@@ -145,7 +151,32 @@ def fixtures(group):
     def report_of(sm90_compile):
         return finish_python(sm90_compile)
 
-    return compile_group, report_of
+    def test_every_kernel_types_and_lowers_for_sm90(sm90_report):
+        """Numba launches a kernel cooperatively when it contains a grid sync: the time-loop
+        kernels built with grid_wide=True (their names end in 'True'), and no other."""
+        for (dtype, kernel), result in kernel_reports(sm90_report, expected).items():
+            assert result["cooperative"] == kernel.endswith("True"), kernel
+
+    def test_every_kernel_compiles_to_ptx_for_sm90(sm90_report):
+        kernels = kernel_reports(sm90_report, expected)
+        if sm90_report["ptx missing"]:
+            pytest.skip(f"no NVVM here ({sm90_report['ptx missing']}): install the CUDA "
+                        "toolkit's NVVM and NVRTC (pip: nvidia-cuda-nvrtc) to compile PTX "
+                        "without a GPU")
+        for (dtype, kernel), result in kernels.items():
+            assert result["ptx"]["sm_90"], kernel
+            assert result["ptx"]["grid sync"] == kernel.endswith("True"), kernel
+            # float32 kernels do float32 arithmetic only (no float64 from a constant's type)
+            assert result["ptx"]["f64"] == (dtype == "float64"), (dtype, kernel)
+
+    def test_kernel_index_arithmetic_is_64_bit(sm90_report):
+        """Only the hardware's own thread and block indices (< 2**31) are 32-bit; every index
+        computed from them meets int64 operands, so N*H past 2**31 addresses correctly."""
+        kernel_reports(sm90_report, expected)
+        assert set(sm90_report["narrow integers"]) <= ALLOWED_NARROW_INTEGERS
+
+    return (compile_group, report_of, test_every_kernel_types_and_lowers_for_sm90,
+            test_every_kernel_compiles_to_ptx_for_sm90, test_kernel_index_arithmetic_is_64_bit)
 
 
 def kernel_reports(report, expected):
@@ -156,29 +187,3 @@ def kernel_reports(report, expected):
                if key.startswith("float")}
     assert len(kernels) == 2 * expected
     return kernels
-
-
-def assert_only_grid_kernels_cooperative(report, expected):
-    """Numba launches a kernel cooperatively when it contains a grid sync: the time-loop
-    kernels built with grid_wide=True (their names end in 'True'), and no other."""
-    for (dtype, kernel), result in kernel_reports(report, expected).items():
-        assert result["cooperative"] == kernel.endswith("True"), kernel
-
-
-def assert_ptx_for_sm90(report, expected):
-    kernels = kernel_reports(report, expected)
-    if report["ptx missing"]:
-        pytest.skip(f"no NVVM here ({report['ptx missing']}): install the CUDA toolkit's NVVM "
-                    "and NVRTC (pip: nvidia-cuda-nvrtc) to compile PTX without a GPU")
-    for (dtype, kernel), result in kernels.items():
-        assert result["ptx"]["sm_90"], kernel
-        assert result["ptx"]["grid sync"] == kernel.endswith("True"), kernel
-        # float32 kernels do float32 arithmetic only (no float64 from a constant's type)
-        assert result["ptx"]["f64"] == (dtype == "float64"), (dtype, kernel)
-
-
-def assert_index_arithmetic_64_bit(report, expected):
-    """Only the hardware's own thread and block indices (< 2**31) are 32-bit; every index
-    computed from them meets int64 operands, so N*H past 2**31 addresses correctly."""
-    kernel_reports(report, expected)
-    assert set(report["narrow integers"]) <= ALLOWED_NARROW_INTEGERS

@@ -11,6 +11,8 @@ block, several blocks only at T=1 in a forward without a projection (no step rea
 block's output then); the 'rows' kernels with any number of blocks. The compile check of the
 gated kernels for sm_90 runs beside them (tests/cuda_sm90.py).
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -221,120 +223,126 @@ def device_buffers(cell, values):
 
 
 # ----------------------------------------------------------------------------- the boundary
-def valid_lstm_arguments():
-    """Valid device arguments of lstm_forward and lstm_backward (N=5, B=2, I=3, H=4, P=2)."""
-    problem = gated_problem(np.random.default_rng(6), "lstm", (3, 2), 3, 4, "float32", True, 2)
+def valid_arguments(cell):
+    """Valid device arguments of the cell's forward and backward: N=5, B=2, I=3, H=4, and
+    LSTM's P=2 (the GRU's forward reversed, its backward accumulating grad_x)."""
+    P = 2 if cell == "lstm" else None
+    problem = gated_problem(np.random.default_rng(6), cell, (3, 2), 3, 4, "float32", True, P)
     arrays = backend.ARRAYS
     values = {name: value if name == "batch_sizes" else arrays.asarray(value)
               for name, value in problem.items()}
-    values.update(reverse=False, accumulate_x=False, out=arrays.zeros((5, 2), "float32"),
-                  h_n=arrays.zeros((2, 2), "float32"), c_n=arrays.zeros((2, 4), "float32"),
-                  workspace=arrays.zeros((5, 20), "float32"))
+    width = problem["h0"].shape[1]
+    values.update(reverse=cell == "gru", accumulate_x=cell == "gru", out=zeros(5, width),
+                  h_n=zeros(2, width), c_n=zeros(2, 4),
+                  workspace=zeros(5, 20 if cell == "lstm" else 16))
     for name in ("x", "h0", "c0") + PARAMETERS:
-        values["grad_" + name] = arrays.zeros(problem[name].shape, "float32")
+        if name in problem:
+            values["grad_" + name] = zeros(*problem[name].shape)
     return values
 
 
-def valid_gru_arguments():
-    """Valid device arguments of gru_forward and gru_backward (N=5, B=2, I=3, H=4)."""
-    problem = gated_problem(np.random.default_rng(7), "gru", (3, 2), 3, 4, "float32")
-    arrays = backend.ARRAYS
-    values = {name: value if name == "batch_sizes" else arrays.asarray(value)
-              for name, value in problem.items()}
-    values.update(reverse=True, accumulate_x=True, out=arrays.zeros((5, 4), "float32"),
-                  h_n=arrays.zeros((2, 4), "float32"), workspace=arrays.zeros((5, 16), "float32"))
-    for name in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh"):
-        values["grad_" + name] = arrays.zeros(problem[name].shape, "float32")
-    return values
+def zeros(*shape):
+    return backend.ARRAYS.zeros(shape, "float32")
 
 
-def zeros(*shape, dtype="float32"):
-    return backend.ARRAYS.zeros(shape, dtype)
-
-
-BAD_ARGUMENTS = [      # (entry, argument, replacement, error, message)
-    ("lstm_forward", "w_hh", lambda: zeros(15, 2), ValueError,
-     r"Expected w_hh of shape \(4H, P\), got \(15, 2\)"),
-    ("lstm_forward", "w_hr", lambda: None, ValueError,
-     r"Expected w_hh of shape \(4H, H\), got \(16, 2\)"),          # P != H needs W_hr
-    ("lstm_forward", "w_hr", lambda: zeros(4, 2), ValueError,
-     r"Expected w_hr of shape \(2, 4\), got \(4, 2\)"),
-    ("lstm_forward", "w_ih", lambda: zeros(12, 3), ValueError,
-     r"Expected w_ih of shape \(16, I\), got \(12, 3\)"),
-    ("lstm_forward", "c0", lambda: zeros(2, 2), ValueError,
-     r"Expected c0 of shape \(2, 4\), got \(2, 2\)"),
-    ("lstm_forward", "c_n", lambda: np.zeros((2, 4), "float32"), TypeError,
-     "Expected c_n to be a CUDA device array"),
-    ("lstm_forward", "b_ih", lambda: zeros(4), ValueError,
-     r"Expected b_ih of shape \(16,\), got \(4,\)"),
-    ("lstm_forward", "workspace", lambda: zeros(5, 16), ValueError,
-     r"Expected workspace of shape \(5, 20\), got \(5, 16\)"),
-    ("lstm_forward", "workspace", lambda: zeros(5, 40)[:, ::2], ValueError,
-     "Expected workspace to be C-contiguous"),
-    ("lstm_forward", "out", lambda: zeros(5, 4), ValueError,
-     r"Expected out of shape \(5, 2\), got \(5, 4\)"),
-    ("lstm_forward", "h0", lambda: zeros(2, 2, dtype="float64"), TypeError,
-     "Expected h0 of dtype float32"),
-    ("lstm_backward", "grad_w_hr", lambda: None, ValueError,
-     "Expected w_hr and grad_w_hr both arrays or both None"),
-    ("lstm_backward", "grad_c0", lambda: zeros(4, 2).T, ValueError,
-     "Expected grad_c0 to be C-contiguous"),
-    ("lstm_backward", "grad_cn", lambda: zeros(2, 2), ValueError,
-     r"Expected grad_cn of shape \(2, 4\), got \(2, 2\)"),
-    ("lstm_backward", "grad_w_hh", lambda: zeros(16, 4), ValueError,
-     r"Expected grad_w_hh of shape \(16, 2\), got \(16, 4\)"),
-    ("lstm_backward", "workspace", lambda: zeros(4, 20), ValueError,
-     r"Expected workspace of shape \(5, 20\), got \(4, 20\)"),
-    ("gru_forward", "w_hh", lambda: zeros(12, 5), ValueError,
-     r"Expected w_hh of shape \(3H, H\), got \(12, 5\)"),
-    ("gru_forward", "b_hh", lambda: None, ValueError, "b_ih and b_hh both arrays or both None"),
-    ("gru_forward", "workspace", lambda: zeros(5, 20), ValueError,
-     r"Expected workspace of shape \(5, 16\), got \(5, 20\)"),
-    ("gru_forward", "batch_sizes", lambda: np.array([2, 3], dtype=np.int64), ValueError,
-     "non-increasing"),
-    ("gru_backward", "grad_b_hh", lambda: zeros(4), ValueError,
-     r"Expected grad_b_hh of shape \(12,\), got \(4,\)"),
-    ("gru_backward", "grad_x", lambda: zeros(5, 6)[:, :3], ValueError,
-     "Expected grad_x to be C-contiguous"),
-    ("gru_backward", "workspace", lambda: zeros(5, 16, dtype="float64"), TypeError,
-     "Expected workspace of dtype float32"),
-]
-
-
-@pytest.mark.parametrize("entry,name,replacement,error,message", BAD_ARGUMENTS,
-                         ids=[f"{e[0]}-{e[1]}-{i}" for i, e in enumerate(BAD_ARGUMENTS)])
-def test_bad_arguments_are_refused_before_any_launch(monkeypatch, entry, name, replacement, error,
-                                                     message):
-    values = valid_lstm_arguments() if entry.startswith("lstm") else valid_gru_arguments()
-    values[name] = replacement()
+def refused_before_any_launch(monkeypatch, entry, name, replacement, error, message):
+    """``entry`` with valid arguments but ``name`` replaced by replacement(its valid value)
+    raises ``error`` matching ``message`` before any kernel is launched."""
+    values = valid_arguments(entry.split("_")[0])
+    values[name] = replacement(values[name])
     launches = spy_launches(monkeypatch)
     with pytest.raises(error, match=message):
         call_entry(getattr(backend, entry), values)
     assert launches == []
 
 
+WRONG_SHAPES = [      # (entry, argument, shape given, shape expected): N=5, B=2, I=3, H=4, P=2
+    ("lstm_forward", "c0", (2, 2), (2, 4)),
+    ("lstm_forward", "b_ih", (4,), (16,)),
+    ("lstm_forward", "w_hr", (4, 2), (2, 4)),
+    ("lstm_forward", "out", (5, 4), (5, 2)),
+    ("lstm_forward", "workspace", (5, 16), (5, 20)),
+    ("lstm_backward", "grad_cn", (2, 2), (2, 4)),
+    ("lstm_backward", "grad_w_hh", (16, 4), (16, 2)),
+    ("lstm_backward", "workspace", (4, 20), (5, 20)),
+    ("gru_forward", "workspace", (5, 20), (5, 16)),
+    ("gru_backward", "grad_b_hh", (4,), (12,)),
+]
+
+
+@pytest.mark.parametrize("entry,name,shape,expected", WRONG_SHAPES)
+def test_wrong_shapes_are_refused_before_any_launch(monkeypatch, entry, name, shape, expected):
+    refused_before_any_launch(monkeypatch, entry, name, lambda valid: zeros(*shape), ValueError,
+                              re.escape(f"Expected {name} of shape {expected}, got {shape}"))
+
+
+def on_host(a):
+    return backend.ARRAYS.to_host(a)
+
+
+def in_float64(a):
+    return backend.ARRAYS.asarray(a, "float64")
+
+
+def strided(a):
+    """The same shape, every other column of a wider array (not C-contiguous)."""
+    rows, columns = a.shape
+    return zeros(rows, 2 * columns)[:, ::2]
+
+
+WRONG_ARRAYS = [      # (entry, argument, what it becomes, error, message)
+    ("lstm_forward", "c_n", on_host, TypeError, "Expected c_n to be a CUDA device array"),
+    ("lstm_forward", "h0", in_float64, TypeError, "Expected h0 of dtype float32"),
+    ("lstm_forward", "workspace", strided, ValueError, "Expected workspace to be C-contiguous"),
+    ("lstm_backward", "grad_c0", strided, ValueError, "Expected grad_c0 to be C-contiguous"),
+    ("gru_backward", "grad_x", strided, ValueError, "Expected grad_x to be C-contiguous"),
+    ("gru_backward", "workspace", in_float64, TypeError, "Expected workspace of dtype float32"),
+]
+
+
+@pytest.mark.parametrize("entry,name,replacement,error,message", WRONG_ARRAYS)
+def test_wrong_arrays_are_refused_before_any_launch(monkeypatch, entry, name, replacement, error,
+                                                    message):
+    refused_before_any_launch(monkeypatch, entry, name, replacement, error, message)
+
+
+def shaped(*shape):
+    return lambda valid: zeros(*shape)
+
+
+def absent(valid):
+    return None
+
+
+WRONG_LAYERS = [      # (entry, argument, what it becomes, message): weights, pairs, steps
+    ("lstm_forward", "w_hh", shaped(15, 2), r"w_hh of shape \(4H, P\), got \(15, 2\)"),
+    ("lstm_forward", "w_hr", absent, r"w_hh of shape \(4H, H\), got \(16, 2\)"),  # P != H
+    ("lstm_forward", "w_ih", shaped(12, 3), r"w_ih of shape \(16, I\), got \(12, 3\)"),
+    ("gru_forward", "w_hh", shaped(12, 5), r"w_hh of shape \(3H, H\), got \(12, 5\)"),
+    ("lstm_backward", "grad_w_hr", absent, "w_hr and grad_w_hr both arrays or both None"),
+    ("gru_forward", "b_hh", absent, "b_ih and b_hh both arrays or both None"),
+    ("gru_backward", "batch_sizes", lambda valid: valid[::-1].copy(), "non-increasing"),
+]
+
+
+@pytest.mark.parametrize("entry,name,replacement,message", WRONG_LAYERS)
+def test_inconsistent_layers_are_refused_before_any_launch(monkeypatch, entry, name,
+                                                           replacement, message):
+    refused_before_any_launch(monkeypatch, entry, name, replacement, ValueError, message)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_valid_boundary_arguments_run(cell):
     """The arguments the refusals above start from are accepted (so each refusal is about its
     one bad argument)."""
-    values = valid_lstm_arguments() if cell == "lstm" else valid_gru_arguments()
+    values = valid_arguments(cell)
     call_entry(getattr(backend, f"{cell}_forward"), values)
     call_entry(getattr(backend, f"{cell}_backward"), values)
 
 
 # ----------------------------------------------------------------------------- real numba
-sm90_compile, sm90_report = cuda_sm90.fixtures("gated")
-SM90_KERNELS = 9         # per dtype: LSTM's o * tanh(c), and LSTM's and GRU's forward and
-                         # backward time loops for both strategies
-
-
-def test_every_gated_kernel_types_and_lowers_for_sm90(sm90_report):
-    cuda_sm90.assert_only_grid_kernels_cooperative(sm90_report, SM90_KERNELS)
-
-
-def test_every_gated_kernel_compiles_to_ptx_for_sm90(sm90_report):
-    cuda_sm90.assert_ptx_for_sm90(sm90_report, SM90_KERNELS)
-
-
-def test_gated_kernel_index_arithmetic_is_64_bit(sm90_report):
-    cuda_sm90.assert_index_arithmetic_64_bit(sm90_report, SM90_KERNELS)
+# 9 kernels per dtype: LSTM's o * tanh(c), and LSTM's and GRU's forward and backward time loops
+# of both strategies
+(sm90_compile, sm90_report, test_every_kernel_types_and_lowers_for_sm90,
+ test_every_kernel_compiles_to_ptx_for_sm90, test_kernel_index_arithmetic_is_64_bit) = \
+    cuda_sm90.module_checks("gated", expected=9)

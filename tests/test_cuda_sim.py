@@ -581,18 +581,8 @@ def test_without_a_gpu_the_reason_comes_from_the_driver():
     assert "driver" in report["status"].lower()
 
 
-sm90_compile, sm90_report = cuda_sm90.fixtures("elman")
-SM90_KERNELS = 12        # per dtype: gemm, column sums, swap, gather, scatter, previous states,
-                         # elementwise, fill, and the forward and backward time loops twice
-
-
-def test_every_kernel_types_and_lowers_for_sm90(sm90_report):
-    cuda_sm90.assert_only_grid_kernels_cooperative(sm90_report, SM90_KERNELS)
-
-
-def test_every_kernel_compiles_to_ptx_for_sm90(sm90_report):
-    cuda_sm90.assert_ptx_for_sm90(sm90_report, SM90_KERNELS)
-
-
-def test_kernel_index_arithmetic_is_64_bit(sm90_report):
-    cuda_sm90.assert_index_arithmetic_64_bit(sm90_report, SM90_KERNELS)
+# 12 kernels per dtype: gemm, column sums, swap, gather, scatter, previous states, elementwise,
+# fill, and the forward and backward time loops of both strategies
+(sm90_compile, sm90_report, test_every_kernel_types_and_lowers_for_sm90,
+ test_every_kernel_compiles_to_ptx_for_sm90, test_kernel_index_arithmetic_is_64_bit) = \
+    cuda_sm90.module_checks("elman", expected=12)

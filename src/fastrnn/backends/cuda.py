@@ -75,12 +75,13 @@ from .. import _checks
 try:
     from numba import config as _numba_config
     from numba import cuda
-    from . import cuda_gated_kernels as gated_kernels
-    from . import cuda_kernels as kernels
     _IMPORT_ERROR = None
 except ImportError as exc:          # numba-cuda is an optional dependency
-    cuda = kernels = gated_kernels = _numba_config = None
+    cuda = _numba_config = kernels = gated_kernels = None
     _IMPORT_ERROR = exc
+if _IMPORT_ERROR is None:           # outside the try: an error of ours is not a missing numba
+    from . import cuda_gated_kernels as gated_kernels
+    from . import cuda_kernels as kernels
 
 SHARED_BYTES_PER_BLOCK = 48 * 1024
 MAX_THREADS = 256
@@ -490,7 +491,7 @@ class RecurrencePlan:
 
     @property
     def layout(self):
-        """The kernels' ``layout`` argument (cuda_kernels.recurrent_kernels)."""
+        """The kernels' ``layout`` argument (cuda_kernels.time_loop)."""
         return (self.rows_per_block, self.units_per_block, self.lanes,
                 self.projection_units_per_block, self.projection_lanes)
 
@@ -701,7 +702,7 @@ def _transposed(w):
 
 def _unit_major(w_hh, gates):
     """W_hh [gates*H, P] flattened with its rows unit by unit: row j*gates + g is gate g of
-    unit j (the forward kernels' weight rows, cuda_kernels.time_loop_pieces)."""
+    unit j (the forward kernels' weight rows, cuda_kernels.time_loop)."""
     rows, columns = w_hh.shape
     return _flat(DeviceArrays.swap_batch_time(w_hh.reshape(gates, rows // gates, columns)))
 
@@ -830,7 +831,7 @@ def lstm_forward_cuda(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reve
         _zero(out, h_n)                     # with proj_size: the projection of nothing
         return
     projecting = w_hr is not None
-    cell_out = DeviceArrays.empty((batch, hidden), dtype) if projecting else _placeholder(dtype, 2)
+    cell_out = DeviceArrays.empty((rows, hidden), dtype) if projecting else _placeholder(dtype, 2)
     _run_recurrence(gated_kernels.lstm_kernels, _FORWARD,
                     (h0, c0, _unit_major(w_hh, 4), _flat(w_hr) if projecting
                      else _placeholder(dtype), workspace, cell_out, out, h_n, c_n,

@@ -21,10 +21,11 @@ Why these kernels and no others:
   launch). Both come from one body with a different barrier, because numba launches a kernel
   that contains a grid sync cooperatively, and a cooperative grid is limited to what fits on
   the GPU at once. When a block has more threads than outputs, ``lanes`` threads share one dot
-  product and add their parts through shared memory. The loop's pieces (the block's share,
-  its weight rows staged in shared memory, the chunked dot products) are ``time_loop_pieces``,
-  which the gated cells' kernels (cuda_gated_kernels) are built from too: there a unit has
-  several weight rows (its gates), read in one pass. In shared memory each unit's rows are
+  product and add their parts through shared memory. That loop is written once, as the
+  device function ``time_loop``, for every cell: the Elman kernels here and the gated cells'
+  (cuda_gated_kernels) only add their maths, as ``finish`` functions that complete one output
+  from its dot products. A gated unit has several weight rows (its gates), read in one pass;
+  LSTM's proj_size adds a second product per step. In shared memory each unit's rows are
   padded to an odd number of words, so that the 32 threads of a warp, on 32 units at the same
   k, read 32 different banks (rows padded by one word give an even stride for odd H: one bank).
   cuda.py's launch plan reaches the kernels as ``layout`` (cuda.RecurrencePlan.layout).
@@ -123,6 +124,15 @@ def step_at(schedule, walk_index, backwards):
         return 0, 0
     t = steps - 1 - walk_index if backwards else walk_index
     return schedule[0, t], schedule[1, t]
+
+
+@cuda.jit(device=True)
+def visit_at(schedule, walk_index, backwards):
+    """What a time loop needs at ``walk_index`` of a walk over the steps: (size, offset) of the
+    step visited there, of the step visited just before (the "carried" one) and of the step
+    visited just after ((0, 0) where there is none)."""
+    return (step_at(schedule, walk_index, backwards), step_at(schedule, walk_index - 1, backwards),
+            step_at(schedule, walk_index + 1, backwards))
 
 
 @cuda.jit(device=True)
@@ -288,44 +298,29 @@ unit_stride_on_chip = cuda.jit(device=True)(padded_unit_words)
 
 
 @functools.lru_cache(maxsize=None)
-def time_loop_pieces(dtype, gates):
-    """(block_setup, stage_units, chunk_dots): the device functions every time-loop kernel
-    (this module's and cuda_gated_kernels') is built from, for a step product whose output
-    units take ``gates`` weight rows each (1: Elman, projections, every backward product; 3:
-    GRU's r, z, n; 4: LSTM's i, f, g, o). Weights are flat row-major matrices whose rows come
-    unit by unit: unit j's gate g is row j * gates + g."""
+def _product_pieces(dtype, gates):
+    """(stage_units, chunk_dots): device functions of a product whose output units take
+    ``gates`` weight rows each. Weights are flat row-major matrices whose rows come unit by
+    unit: unit j's gate g is row j * gates + g."""
     numba_dtype, zero = from_dtype(np.dtype(dtype)), np.dtype(dtype).type(0)
 
     @cuda.jit(device=True)
-    def stage_units(weights, first_unit, unit_count, length, shared_start, on_chip):
-        # weights [U*gates*length]: the rows of units [first_unit, first_unit + unit_count) as
-        # the block reads them, with the stride between units: a copy in dynamic shared memory
-        # from word shared_start, each unit's rows padded to an odd number of words
+    def stage_units(weights, units, length, shared_start, on_chip):
+        # weights [U*gates*length]: the rows of units (start, count) as the block reads them,
+        # with the stride between units: a copy in dynamic shared memory from word
+        # shared_start, each unit's rows padded to an odd number of words
         # (unit_stride_on_chip), or the rows in global memory. The caller syncs the block.
+        first, count = units
         unit_words = gates * length
         if on_chip:
             stride = unit_stride_on_chip(unit_words)
             shared = cuda.shared.array(0, numba_dtype)
-            staged = shared[shared_start:shared_start + unit_count * stride]
-            for e in range(cuda.threadIdx.x, unit_count * unit_words, cuda.blockDim.x):
+            staged = shared[shared_start:shared_start + count * stride]
+            for e in range(cuda.threadIdx.x, count * unit_words, cuda.blockDim.x):
                 staged[(e // unit_words) * stride + e % unit_words] = \
-                    weights[first_unit * unit_words + e]
+                    weights[first * unit_words + e]
             return staged, stride
-        return weights[first_unit * unit_words:(first_unit + unit_count) * unit_words], unit_words
-
-    @cuda.jit(device=True)
-    def block_setup(weights, rows_per_block, units_per_block, n_rows, n_units, length, on_chip):
-        # weights [n_units*gates*length]. Returns the block's batch rows and units ((start,
-        # count) each), its reduction scratch [threads*gates] (the start of dynamic shared
-        # memory) and its units' weight rows with the stride between units (stage_units).
-        shared = cuda.shared.array(0, numba_dtype)
-        scratch = shared[:cuda.blockDim.x * gates]
-        rows = slice_of(cuda.blockIdx.x, rows_per_block, n_rows)     # x: up to 2**31 - 1 blocks
-        units = slice_of(cuda.blockIdx.y, units_per_block, n_units)
-        staged, stride = stage_units(weights, units[0], units[1], length,
-                                     cuda.blockDim.x * gates, on_chip)
-        cuda.syncthreads()
-        return rows, units, scratch, staged, stride
+        return weights[first * unit_words:(first + count) * unit_words], unit_words
 
     @cuda.jit(device=True)
     def partial_dots(vectors, row, weights, first, length, lane, lanes, dots):
@@ -342,7 +337,7 @@ def time_loop_pieces(dtype, gates):
         # (its first ``length`` entries) with unit j's weight row g. Row b's vector is
         # carried[carried_offset + b] when b < carried_rows, else starts[b] (use_starts) or
         # zero. block_rows = (b0, nb), block_units = (j0, nj); weights and the stride between
-        # units as block_setup returns them. Every thread of the block must call it (it may
+        # units as stage_units returns them. Every thread of the block must call it (it may
         # sync the block). Returns (owner, b, j): owner is True for the one thread per output
         # that holds the sums.
         b0, nb = block_rows
@@ -373,78 +368,167 @@ def time_loop_pieces(dtype, gates):
             cuda.syncthreads()
         return inside and lane == 0, b, j0 + jj
 
-    return block_setup, stage_units, chunk_dots
+    return stage_units, chunk_dots
+
+
+@functools.lru_cache(maxsize=None)
+def step_product(dtype, gates, finish):
+    """A device function ``run`` that every thread of the block calls:
+
+        run(vectors, carried_offset, carried_rows, starts, use_starts, rows, product, cell, visit)
+
+    For every output (b, j) of the block's ``rows`` x the product's units: dots[g] = row b's
+    vector (vectors[carried_offset + b] for b < carried_rows, else starts[b] when use_starts,
+    else zero) . unit j's weight row g; then the thread that holds the sums calls
+    ``finish(cell, visit, b, j, dots)``. product = (units, weights, stride, length, scratch,
+    lanes) as time_loop stages them."""
+    numba_dtype = from_dtype(np.dtype(dtype))
+    _, chunk_dots = _product_pieces(dtype, gates)
+
+    @cuda.jit(device=True)
+    def run(vectors, carried_offset, carried_rows, starts, use_starts, rows, product, cell,
+            visit):
+        units, weights, stride, length, scratch, lanes = product
+        dots = cuda.local.array(gates, numba_dtype)
+        for chunk in range(chunk_count(rows, units, lanes)):
+            owner, b, j = chunk_dots(vectors, carried_offset, carried_rows, starts, use_starts,
+                                     chunk, rows, units, weights, stride, length, scratch, lanes,
+                                     dots)
+            if owner:
+                finish(cell, visit, b, j, dots)
+
+    return run
+
+
+@cuda.jit(device=True)
+def no_projection(cell, visit, b, j, dots):
+    """The projection step of the cells that have none (never called: no projection units)."""
+
+
+@functools.lru_cache(maxsize=None)
+def time_loop(dtype, gates, grid_wide, backward, finish, finish_projection=no_projection):
+    """The time loop of every time-loop kernel (each cell's kernels only add their maths): a
+    device function ``walk`` that every thread of the kernel calls once,
+
+        walk(vectors, starts, weights, projection_vectors, projection_weights, sizes,
+             schedule, reverse, layout, weights_on_chip, cell)
+
+    It visits the steps in the walk's order: forward, t = 0 .. T-1 (T-1 .. 0 when reverse);
+    backward (``backward``), the forward's walk backwards, then one more visit that only
+    finishes the rows that started at the last step. A visit is ((size, offset) of the step
+    visited, of the "carried" step visited just before (forward: the previous step, whose h
+    the step continues from; backward: the later step, whose dL/dA flows in), of the step
+    visited just after (forward: the next; backward: the earlier)).
+
+    At every visit the STEP PRODUCT (step_product) runs over the block's rows that run there
+    (backward: and those that started at the carried step) and its units, each unit taking
+    ``gates`` rows of ``weights`` [units*gates*length] (row-major, unit by unit): row b's
+    vector is ``vectors``' row of the carried step, or starts[b] (forward: h0; backward:
+    zero); ``finish(cell, visit, b, j, dots)`` finishes output (b, j). With a projection
+    (layout[3] > 0: LSTM's proj_size) a barrier, then the PROJECTION product of the step's
+    rows of ``projection_vectors`` [N, projection length] with ``projection_weights``, one row
+    a unit, finished by ``finish_projection``. A barrier ends each visit: the block's, or the
+    grid's (``grid_wide``: the units are sliced over the blocks).
+
+    sizes = (units, length, projection units, projection length); starts [B, *] (its rows
+    count the batch even where it is not read); layout and weights_on_chip: cuda.py's plan
+    (cuda.RecurrencePlan.layout). The weights' slices are staged in dynamic shared memory
+    after a reduction scratch of threads * gates words when on chip.
+    """
+    stage_units, _ = _product_pieces(dtype, gates)
+    stage_projection, _ = _product_pieces(dtype, 1)
+    numba_dtype = from_dtype(np.dtype(dtype))
+    product = step_product(dtype, gates, finish)
+    projection = step_product(dtype, 1, finish_projection)
+    barrier = grid_barrier if grid_wide else block_barrier
+
+    @cuda.jit(device=True)
+    def walk(vectors, starts, weights, projection_vectors, projection_weights, sizes, schedule,
+             reverse, layout, weights_on_chip, cell):
+        rows_per_block, units_per_block, lanes, projection_per_block, projection_lanes = layout
+        n_units, length, n_projections, projection_length = sizes
+        scratch = cuda.shared.array(0, numba_dtype)[:cuda.blockDim.x * gates]
+        rows = slice_of(cuda.blockIdx.x, rows_per_block, starts.shape[0])  # up to 2**31 - 1
+        units = slice_of(cuda.blockIdx.y, units_per_block, n_units)
+        projections = slice_of(cuda.blockIdx.y, projection_per_block, n_projections)
+        staged, stride = stage_units(weights, units, length, cuda.blockDim.x * gates,
+                                     weights_on_chip)
+        projection_staged, projection_stride = stage_projection(
+            projection_weights, projections, projection_length,
+            cuda.blockDim.x * gates + units[1] * unit_stride_on_chip(gates * length),
+            weights_on_chip)
+        cuda.syncthreads()
+        step = (units, staged, stride, length, scratch, lanes)
+        projected = (projections, projection_staged, projection_stride, projection_length,
+                     scratch, projection_lanes)
+        for walk_index in range(schedule.shape[1] - (0 if backward else 1)):
+            visit = visit_at(schedule, walk_index, reverse != backward)
+            (size, offset), (carried_size, carried_offset), _ = visit
+            running = rows_below(rows, max(size, carried_size) if backward else size)
+            product(vectors, carried_offset, carried_size, starts, not backward, running, step,
+                    cell, visit)
+            if projection_per_block > 0:      # the same for every thread
+                barrier()
+                projection(projection_vectors, offset, size, projection_vectors, False,
+                           rows_below(rows, size), projected, cell, visit)
+            barrier()
+
+    return walk
 
 
 @functools.lru_cache(maxsize=None)
 def recurrent_kernels(dtype, grid_wide):
     """(forward, backward) time-loop kernels of the Elman cell; ``grid_wide``: blocks own unit
     slices and meet at a grid barrier each step (cooperative launch), else blocks own whole
-    batch rows. ``layout`` is the launch plan's (rows_per_block, units_per_block, lanes, -, -)
-    (cuda.RecurrencePlan; the last two are the gated cells' projection)."""
-    scalar, numba_dtype = np.dtype(dtype).type, from_dtype(np.dtype(dtype))
-    barrier = grid_barrier if grid_wide else block_barrier
-    block_setup, _, chunk_dots = time_loop_pieces(dtype, 1)
+    batch rows (time_loop). ``layout`` is the launch plan's (rows_per_block, units_per_block,
+    lanes, 0, 1) (cuda.RecurrencePlan; no projection)."""
+    scalar = np.dtype(dtype).type
 
     @cuda.jit(device=True)
-    def activate(a, relu_mode):
-        return scalar(relu(a)) if relu_mode else scalar(tanh(a))
+    def finish_forward(cell, visit, b, j, dots):
+        # h_t = act(x W_ih^T + b + h_{t-1} W_hh^T), in place in out; h_n where b ends
+        out, h_n, relu_mode = cell
+        (_, offset), _, (next_size, _) = visit
+        a = out[offset + b, j] + dots[0]
+        h = scalar(relu(a)) if relu_mode else scalar(tanh(a))
+        out[offset + b, j] = h
+        if b >= next_size:                    # sequence b's last step in this walk
+            h_n[b, j] = h
 
     @cuda.jit(device=True)
-    def through_activation(upstream, h, relu_mode):
-        """upstream * act'(a), written with h = act(a)."""
-        grad = scalar(relu_grad(h)) if relu_mode else scalar(tanh_grad(h))
-        return upstream * grad
+    def finish_backward(cell, visit, b, j, dots):
+        # dL/da_t = (dL/dout_t + dL/dh_t) * act'(a_t), dL/dh_t = dots (dL/da_{t+1} W_hh) or
+        # dL/dh_n where b ends; where b started at the later step, dL/dh_0 = dots
+        grad_out, out, grad_hn, grad_a, grad_h0, relu_mode = cell
+        (size, offset), (later_size, _), _ = visit
+        if b < size:
+            grad_h = dots[0] if b < later_size else grad_hn[b, j]
+            h = out[offset + b, j]
+            slope = scalar(relu_grad(h)) if relu_mode else scalar(tanh_grad(h))
+            grad_a[offset + b, j] = (grad_out[offset + b, j] + grad_h) * slope
+        else:
+            grad_h0[b, j] = dots[0]
+
+    walk_forward = time_loop(dtype, 1, grid_wide, False, finish_forward)
+    walk_backward = time_loop(dtype, 1, grid_wide, True, finish_backward)
 
     @cuda.jit
     def forward(h0, w_hh, out, h_n, schedule, reverse, relu_mode, layout, weights_on_chip):
         # h0 [B, H]; w_hh [H*H] (row-major W_hh); out [N, H] packed: x W_ih^T + b on entry,
         # h_t on exit; h_n [B, H] written; schedule [2, T+1] int64 (see the module header)
-        rows_per_block, units_per_block, lanes, _, _ = layout
         n = out.shape[1]
-        rows, units, scratch, weights, stride = block_setup(
-            w_hh, rows_per_block, units_per_block, h0.shape[0], n, n, weights_on_chip)
-        dots = cuda.local.array(1, numba_dtype)
-        for step in range(schedule.shape[1] - 1):
-            size, offset = step_at(schedule, step, reverse)
-            previous_size, previous_offset = step_at(schedule, step - 1, reverse)
-            next_size, _ = step_at(schedule, step + 1, reverse)
-            active = rows_below(rows, size)
-            for chunk in range(chunk_count(active, units, lanes)):
-                owner, b, j = chunk_dots(out, previous_offset, previous_size, h0, True, chunk,
-                                         active, units, weights, stride, n, scratch, lanes, dots)
-                if owner:
-                    h = activate(out[offset + b, j] + dots[0], relu_mode)
-                    out[offset + b, j] = h
-                    if b >= next_size:            # sequence b's last step in this walk
-                        h_n[b, j] = h
-            barrier()
+        walk_forward(out, h0, w_hh, out, w_hh, (n, n, 0, 0), schedule, reverse, layout,
+                     weights_on_chip, (out, h_n, relu_mode))
 
     @cuda.jit
     def backward(grad_out, out, grad_hn, w_hh_t, grad_a, grad_h0, schedule, reverse, relu_mode,
                  layout, weights_on_chip):
         # grad_out, out [N, H] packed (out: the h_t); grad_hn [B, H]; w_hh_t [H*H] (row-major
         # W_hh^T); grad_a [N, H] written: dL/da_t; grad_h0 [B, H] written: dL/dh_0;
-        # schedule [2, T+1] int64. The walk is the forward's, backwards; each visit reads the
-        # dL/da of the step visited just before (the "later" step, later in the forward).
-        rows_per_block, units_per_block, lanes, _, _ = layout
+        # schedule [2, T+1] int64
         n = out.shape[1]
-        rows, units, scratch, weights, stride = block_setup(
-            w_hh_t, rows_per_block, units_per_block, grad_hn.shape[0], n, n, weights_on_chip)
-        dots = cuda.local.array(1, numba_dtype)
-        for step in range(schedule.shape[1]):     # T steps, then one that only ends grad_h0
-            size, offset = step_at(schedule, step, not reverse)
-            later_size, later_offset = step_at(schedule, step - 1, not reverse)
-            active = rows_below(rows, max(size, later_size))
-            for chunk in range(chunk_count(active, units, lanes)):
-                owner, b, j = chunk_dots(grad_a, later_offset, later_size, grad_hn, False, chunk,
-                                         active, units, weights, stride, n, scratch, lanes, dots)
-                if owner and b < size:
-                    grad_h = dots[0] if b < later_size else grad_hn[b, j]  # else: its last step
-                    grad_a[offset + b, j] = through_activation(
-                        grad_out[offset + b, j] + grad_h, out[offset + b, j], relu_mode)
-                elif owner:                       # sequence b started at the later step
-                    grad_h0[b, j] = dots[0]
-            barrier()
+        walk_backward(grad_a, grad_hn, w_hh_t, grad_a, w_hh_t, (n, n, 0, 0), schedule, reverse,
+                      layout, weights_on_chip, (grad_out, out, grad_hn, grad_a, grad_h0,
+                                                relu_mode))
 
     return forward, backward
