@@ -6,8 +6,9 @@ test_cuda_gated_sim.py: LSTM's and GRU's, group "gated").
 It needs NVVM (the CUDA toolkit, or numba-cuda's cu12/cu13 extra), not a GPU. Compiling takes a
 while, so each test module starts its group as a module-scoped autouse fixture that runs
 beside the simulator tests (one core each); the tests that read the report come last in their
-module (``module_checks``). The report also lists the integer variables numba typed narrower than 64 bits,
-device functions included: only the hardware's own thread and block indices may be.
+module (``module_checks``). The report also lists the integer variables numba typed narrower
+than 64 bits, device functions included: only the hardware's own thread and block indices may
+be.
 """
 import json
 import os

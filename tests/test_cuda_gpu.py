@@ -304,7 +304,7 @@ def gated_parity(torch, device, backend_module, as_backend, cell, proj_size, bia
     N, batch_sizes = out.data.shape[0], packed.batch_sizes.numpy().astype(np.int64)
     out_both = torch.full((N, 2 * P), 7.0, device=device)
     grad_x = torch.zeros(N, I, device=device)
-    expected, actual = [(out_both, out.data)], []
+    pairs = [(out_both, out.data)]                # (ours, torch's)
     for direction in (0, 1):
         suffix = "_l0" + ("_reverse" if direction else "")
         half = slice(direction * P, (direction + 1) * P)
@@ -323,7 +323,7 @@ def gated_parity(torch, device, backend_module, as_backend, cell, proj_size, bia
                             f"grad_{name}0": torch.empty(shape, device=device)})
             values.update({f"{name}0": as_backend(state[direction][order].contiguous()),
                            f"grad_{name}n": as_backend(grad_state[direction][order].contiguous())})
-            expected += [(buffers[f"{name}_n"], state_final[direction][order]),
+            pairs += [(buffers[f"{name}_n"], state_final[direction][order]),
                          (buffers[f"grad_{name}0"], state.grad[direction][order])]
         buffers["workspace"] = torch.empty(N, (5 if cell == "lstm" else 4) * H, device=device)
         values.update({name: as_backend(b) for name, b in buffers.items()})
@@ -332,10 +332,10 @@ def gated_parity(torch, device, backend_module, as_backend, cell, proj_size, bia
                       grad_x=as_backend(grad_x), accumulate_x=direction > 0)
         call_entry(getattr(backend_module, f"{cell}_forward"), values)
         call_entry(getattr(backend_module, f"{cell}_backward"), values)
-        expected += [(g, parameters[name].grad) for name, g in grads.items()]
-    expected.append((grad_x, pack_padded_sequence(x.grad, torch.tensor(lengths),
+        pairs += [(g, parameters[name].grad) for name, g in grads.items()]
+    pairs.append((grad_x, pack_padded_sequence(x.grad, torch.tensor(lengths),
                                                   enforce_sorted=False).data))
-    for ours, theirs in expected:
+    for ours, theirs in pairs:
         assert_close(ours.detach().cpu().numpy(), theirs.detach().cpu().numpy(), "float32",
                      RTOL["float32"])
 
