@@ -1,0 +1,244 @@
+"""``fastrnn.torch.RNN``: a ``torch.nn.RNN`` whose forward and backward run fastrnn's kernels.
+
+Why a subclass of torch.nn.RNN: everything that is not the computation stays torch's own code,
+so it behaves as torch's does because it IS torch's: the constructor and its errors
+(``proj_size=`` included), parameters (names, order, initialisation, ``_flat_weights``,
+``all_weights``), ``flatten_parameters``, ``_apply`` and device moves, parametrizations
+(weight_norm, spectral_norm), state_dict, pickling, ``extra_repr``, and
+``isinstance(m, torch.nn.RNN)``. ``forward`` follows torch.nn.RNN.forward step by step
+(the same checks and messages, PackedSequence, unbatched input, ``batch_first``) and replaces
+its one call to the ATen RNN by fastrnn's operator (ops.py, differentiated by autograd.py).
+
+Precision: the kernels compute in float32 or float64. float16/bfloat16 modules, and float32
+modules under ``torch.autocast``, compute in float32 from inputs and weights cast up, and return
+output and h_n in the low dtype (what torch.nn.RNN returns there); gradients reach the
+parameters in their own dtype. Dropout masks are drawn with torch's generator
+(``torch.manual_seed`` reproduces them; they are not the masks torch.nn.RNN would draw).
+
+Per-call cost: for plain CPU tensors in eager mode, when nothing needs a gradient or a trace
+(no grad, no autocast, no tracing, compiling, functorch transform or dispatch mode), the
+forward calls the operator's computation directly instead of going through the dispatcher
+(``_EagerFastPath``); everything else goes through the operator, which is what compile,
+export and jit.trace see.
+"""
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.autograd import forward_ad
+from torch.nn.utils.rnn import PackedSequence
+
+from ..backends import load_backend
+from . import autograd, ops
+
+__all__ = ["RNN"]
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _check_is_tensor(input) -> None:
+    """A clear error for anything but a tensor or PackedSequence (NumPy arrays especially)."""
+    if isinstance(input, (Tensor, PackedSequence)):
+        return
+    if isinstance(input, np.ndarray):
+        raise TypeError("fastrnn.torch.RNN expects a torch.Tensor (or a PackedSequence), got a "
+                        f"numpy.ndarray of {input.dtype}: convert it with torch.from_numpy(x) "
+                        "(no copy), or use fastrnn.RNN, the NumPy layer, for NumPy arrays")
+    raise TypeError(f"fastrnn.torch.RNN expects a torch.Tensor (or a PackedSequence), got "
+                    f"{type(input).__name__}")
+
+
+def _check_devices(input: Tensor, hx: Tensor, weight: Tensor, backend: str) -> None:
+    """torch.nn.RNN's device errors; and the devices the operator runs on."""
+    if hx.device != input.device:
+        raise RuntimeError("Input and hidden tensors are not at the same device, found input "
+                           f"tensor at {input.device} and hidden tensor at {hx.device}")
+    if weight.device != input.device:
+        raise RuntimeError("Input and parameter tensors are not at the same device, found input "
+                           f"tensor at {input.device} and parameter tensor at {weight.device}")
+    if input.device.type not in ("cpu", "cuda", "meta"):
+        raise RuntimeError(f"fastrnn.torch.RNN runs on CPU and CUDA tensors (meta tensors for "
+                           f"shapes), got tensors on {input.device}")
+    if backend in ("numpy", "cpu") and input.device.type == "cuda":
+        raise ValueError(f"backend {backend!r} cannot run on a tensor on {input.device}; "
+                         "use backend='auto'")
+
+
+def _check_hx_dtype(hx: Tensor, weight: Tensor) -> None:
+    if hx.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
+        raise ValueError(f"RNN hx dtype ({hx.dtype}) does not match weight dtype "
+                         f"({weight.dtype}). Convert hx: hx.to({weight.dtype})")
+
+
+def _io_dtype(input: Tensor, weight: Tensor) -> torch.dtype:
+    """The dtype output and h_n come out in: the weights', or autocast's for float32 weights."""
+    device_type = input.device.type
+    if (weight.dtype == torch.float32 and device_type in ("cpu", "cuda")
+            and torch.is_autocast_enabled(device_type)):
+        return torch.get_autocast_dtype(device_type)
+    return weight.dtype
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What the kernels compute in for a module or autocast dtype."""
+    if dtype in LOW_PRECISION:
+        return torch.float32
+    if dtype not in ops.COMPUTE_DTYPES:
+        raise TypeError(f"fastrnn.torch.RNN computes in float32 or float64 (float16 and "
+                        f"bfloat16 through float32), got {dtype}")
+    return dtype
+
+
+class _EagerFastPath:
+    """When the forward may skip the dispatcher: plain CPU tensors in eager mode that need no
+    gradient, under no transform, trace or mode that must see the operator."""
+
+    @staticmethod
+    def applies(input: Tensor, hx, weights) -> bool:
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            return False
+        if (torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
+                or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
+                or forward_ad._current_level >= 0):     # dual tensors don't require grad
+            return False
+        if type(input) is not Tensor or input.device.type != "cpu":
+            return False
+        if hx is not None and type(hx) is not Tensor:
+            return False
+        dtype = weights[0].dtype
+        if dtype not in ops.COMPUTE_DTYPES or input.dtype != dtype:
+            return False
+        if not torch.is_grad_enabled():
+            return all(type(w) is nn.Parameter or type(w) is Tensor for w in weights)
+        return not input.requires_grad and not (hx is not None and hx.requires_grad) and all(
+            (type(w) is nn.Parameter or type(w) is Tensor) and not w.requires_grad for w in weights)
+
+
+def _uses_expanded_weights(weights) -> bool:
+    """Whether per-sample gradients are being taken through torch's ExpandedWeights."""
+    return any(type(w).__name__ == "ExpandedWeight" for w in weights)
+
+
+class RNN(nn.RNN):
+    """Elman RNN with torch.nn.RNN's interface (it is a torch.nn.RNN), run by fastrnn's kernels.
+
+    Same constructor, parameters, ``forward(input, hx=None) -> (output, h_n)`` (tensors or a
+    PackedSequence) and errors as ``torch.nn.RNN``. ``backend`` ('auto', 'cpu', 'numpy' or
+    'cuda') picks the kernels: 'auto' runs 'cuda' for CUDA tensors and 'cpu' otherwise.
+    float16/bfloat16 compute in float32 (see the module's notes).
+    """
+
+    def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if backend != "auto":
+            load_backend(backend)          # unknown or unavailable: an error now, not later
+        self.backend = backend
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.backend == "auto" else f"{s}, backend={self.backend!r}"
+
+    def _config(self) -> ops.Config:
+        return ops.Config(self.mode, self.num_layers, self.bidirectional, self.bias, self.backend)
+
+    def forward(self, input, hx=None):
+        """``(output, h_n)`` as torch.nn.RNN.forward: input [T, B, I] ([B, T, I] with
+        batch_first, [T, I] unbatched) or a PackedSequence; hx [L*D, B, H] ([L*D, H]
+        unbatched) in the caller's batch order, or None for zeros."""
+        _check_is_tensor(input)
+        self._update_flat_weights()
+        num_directions = 2 if self.bidirectional else 1
+        orig_input = input
+        if isinstance(orig_input, PackedSequence):
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            max_batch_size = (sorted_indices.shape[0] if sorted_indices is not None
+                              else int(batch_sizes[0]))
+            is_batched, batch_dim = True, 0
+        else:
+            batch_sizes = sorted_indices = unsorted_indices = None
+            if input.dim() not in (2, 3):
+                raise ValueError(f"RNN: Expected input to be 2D or 3D, got {input.dim()}D "
+                                 "tensor instead")
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+                if hx is not None:
+                    if hx.dim() != 2:
+                        raise RuntimeError("For unbatched 2-D input, hx should also be 2-D but "
+                                           f"got {hx.dim()}-D tensor")
+                    hx = hx.unsqueeze(1)
+            elif hx is not None and hx.dim() != 3:
+                raise RuntimeError("For batched 3-D input, hx should also be 3-D but got "
+                                   f"{hx.dim()}-D tensor")
+            max_batch_size = input.size(0) if self.batch_first else input.size(1)
+        if hx is None:
+            hx = torch.zeros(self.num_layers * num_directions, max_batch_size, self.hidden_size,
+                             dtype=input.dtype, device=input.device)
+        else:
+            hx = self.permute_hidden(hx, sorted_indices)
+        self._check_forward_args(input, hx, batch_sizes, max_batch_size)
+        if self.batch_first and batch_sizes is None:
+            input = input.transpose(0, 1)
+        output, hidden = self._run(input, batch_sizes, hx)
+        if self.batch_first and batch_sizes is None:
+            output = output.transpose(0, 1)
+        if isinstance(orig_input, PackedSequence):
+            output_packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return output_packed, self.permute_hidden(hidden, unsorted_indices)
+        if not is_batched:
+            output = output.squeeze(batch_dim)
+            hidden = hidden.squeeze(1)
+        return output, self.permute_hidden(hidden, unsorted_indices)
+
+    def _check_forward_args(self, input: Tensor, hx: Tensor, batch_sizes, max_batch_size) -> None:
+        """torch.nn.RNN's checks (its own code, messages and order), then the devices and the
+        sequence length, which torch checks in its ATen kernels."""
+        self.check_input(input, batch_sizes)
+        num_directions = 2 if self.bidirectional else 1
+        self.check_hidden_size(hx, (self.num_layers * num_directions, max_batch_size,
+                                    self.hidden_size))
+        weight = self._flat_weights[0]
+        _check_devices(input, hx, weight, self.backend)
+        _check_hx_dtype(hx, weight)
+        if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+
+    def _dropout_masks(self, rows_shape, dtype, device):
+        """[L-1, *rows_shape, D*H] inverted-dropout multipliers from torch's generator, or None."""
+        if not (self.training and self.dropout > 0 and self.num_layers > 1):
+            return None
+        shape = (self.num_layers - 1, *rows_shape, (2 if self.bidirectional else 1) * self.hidden_size)
+        keep = 1.0 - self.dropout
+        if keep == 0:
+            return torch.zeros(shape, dtype=dtype, device=device)
+        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(keep).div_(keep)
+
+    def _run(self, input: Tensor, batch_sizes, hx: Tensor):
+        """(output, h_n) of the stack on time-major or packed ``input`` and sorted ``hx``."""
+        weights = self._flat_weights
+        if _uses_expanded_weights(weights):
+            return self._run_torch_decomposition(input, batch_sizes, hx, weights)
+        io_dtype = _io_dtype(input, weights[0])
+        dtype = _compute_dtype(io_dtype)
+        masks = self._dropout_masks(input.shape[:-1], dtype, input.device)
+        if _EagerFastPath.applies(input, hx, weights):
+            output, h_n, _ = ops.forward_eager(input, batch_sizes, hx, weights, masks,
+                                               self._config(), need_workspace=False)
+            return output, h_n
+        cast = [t.to(dtype) for t in (input, hx, *weights)]
+        output, h_n = autograd.rnn(cast[0], batch_sizes, cast[1], cast[2:], masks, self._config())
+        return output.to(io_dtype), h_n.to(io_dtype)
+
+    def _run_torch_decomposition(self, input, batch_sizes, hx, weights):
+        """Per-sample gradients (torch.nn.utils._per_sample_grad): torch's ExpandedWeights
+        computes them through its decomposition of torch.rnn_tanh/rnn_relu into per-step
+        linear layers, so that is what runs here, exactly as for torch.nn.RNN."""
+        function = torch.rnn_tanh if self.mode == "RNN_TANH" else torch.rnn_relu
+        dropout = self.dropout if self.training else 0.0
+        if batch_sizes is None:
+            result = function(input, hx, weights, self.bias, self.num_layers, dropout,
+                              self.training, self.bidirectional, False)
+        else:
+            result = function(input, batch_sizes, hx, weights, self.bias, self.num_layers,
+                              dropout, self.training, self.bidirectional)
+        return result[0], result[1]

@@ -1,0 +1,316 @@
+"""The torch operators ``fastrnn::rnn_forward`` and ``fastrnn::rnn_backward``.
+
+Why custom operators: an operator registered with ``torch.library.custom_op`` is something every
+torch tool understands. Its fake implementation gives the output shapes without running it, so
+torch.compile (fullgraph), torch.export, FakeTensor and meta tensors trace through it; jit.trace
+records it; its vmap rule serves torch.func. An ``autograd.Function`` around ``.numpy()`` gives
+none of that. The derivatives are not registered here: autograd.py wraps both operators in
+autograd.Functions (``register_autograd`` alone fails under torch.func.grad).
+
+What the operators compute: fastrnn.functional's packed-level stack (``forward_packed`` /
+``backward_packed``) on the tensors' memory: CPU tensors cross to NumPy without copies, CUDA
+tensors travel as ``__cuda_array_interface__`` to the 'cuda' backend, results come back without
+copies. The input is either an equal-length batch [T, B, I] (time-major), or packed data
+[N, I] with its ``batch_sizes`` [T] (torch's PackedSequence layout, batch sorted by decreasing
+length); outputs follow the input's layout.
+
+The schema holds only tensors, never lists of them: torch's legacy vmap (used by gradcheck's
+batched-gradient check) can loop over an operator only then. So the weights travel as ONE flat
+buffer in torch's flat order (as cuDNN takes them; ``flatten_weights``), and the recurrent
+state as one tensor [L*D, B, S]: S = H for the Elman cell (an LSTM would put h and c side by
+side). Everything else that makes the operators generic over the cell is in the schema too:
+``mode`` is torch's ('RNN_TANH', 'RNN_RELU'; later 'LSTM', 'GRU'), dropout masks are an input
+(drawn by the caller with torch's generator, so compile traces them and ``torch.manual_seed``
+reproduces them), and the backward's ``workspace`` is whatever the forward kept for it, its
+shape a function of the input shapes (``workspace_shape``).
+
+Their vmap rules fold the vmapped dimension into the RNN's batch: B sequences vmapped V times
+are one batch of B*V sequences, which is exact (sequences never mix) and as fast as the kernels
+get. Where folding cannot be exact (weights that differ per vmapped entry, or per-entry weight
+gradients), the rules call the operator once per entry.
+"""
+import functools
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .. import functional
+from ..backends import load_backend
+from ..packing import equal_batch_sizes
+
+__all__ = ["Config", "rnn_forward", "rnn_backward", "workspace_shape", "forward_eager",
+           "flatten_weights", "weight_shapes"]
+
+COMPUTE_DTYPES = (torch.float32, torch.float64)
+ELMAN_MODES = ("RNN_TANH", "RNN_RELU")
+
+
+class Config(NamedTuple):
+    """The operators' arguments besides tensors, in schema order (static under compile)."""
+    mode: str                # torch's names: 'RNN_TANH' or 'RNN_RELU'
+    num_layers: int
+    bidirectional: bool
+    has_biases: bool
+    backend: str             # 'auto', 'cpu', 'numpy' or 'cuda'
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+def workspace_shape(mode: str, num_layers: int, output_shape, need_workspace: bool) -> tuple:
+    """The shape of what rnn_forward keeps for rnn_backward: the outputs of layers 0..L-2
+    (before dropout) for the Elman cell; a leading 0 when nothing is kept."""
+    kept = num_layers - 1 if need_workspace else 0
+    return (kept, *output_shape)
+
+
+def weight_shapes(config: Config, input_size: int, hidden_size: int) -> list:
+    """The shape of every weight, in torch's flat order."""
+    return list(functional.parameter_shapes(input_size, hidden_size, config.num_layers,
+                                            config.bidirectional, config.has_biases).values())
+
+
+def flatten_weights(weights) -> Tensor:
+    """The weights (torch's flat order) as one 1-D buffer, the operators' ``weights``."""
+    return torch.cat([w.reshape(-1) for w in weights])
+
+
+def unflatten_weights(flat, shapes) -> list:
+    """Views of the flat buffer (a tensor or a NumPy array), one per shape."""
+    views, start = [], 0
+    for shape in shapes:
+        size = math.prod(shape)
+        views.append(flat[start:start + size].reshape(shape))
+        start += size
+    return views
+
+
+def _weight_list(config: Config, input: Tensor, hx: Tensor, weights: Tensor) -> list:
+    """The flat buffer as per-parameter views, after checking its length."""
+    shapes = weight_shapes(config, input.shape[-1], hx.shape[-1])
+    expected = sum(math.prod(s) for s in shapes)
+    if weights.dim() != 1 or weights.numel() != expected:
+        raise ValueError(f"Expected a flat weight buffer of {expected} elements (torch's flat "
+                         f"order, shapes {shapes}), got shape {tuple(weights.shape)}")
+    return unflatten_weights(weights, shapes)
+
+
+# ----------------------------------------------------------------------------- crossing
+def _backend_for(name: str, device: torch.device):
+    """The backend module that runs on ``device``; 'auto' picks 'cuda' or 'cpu'."""
+    if name == "auto":
+        name = "cuda" if device.type == "cuda" else "cpu"
+    elif (name == "cuda") != (device.type == "cuda"):
+        raise ValueError(f"backend {name!r} cannot run on a tensor on {device}; use backend='auto'")
+    return load_backend(name)
+
+
+def _as_array(tensor: Tensor, backend):
+    """The tensor's memory as the backend's array, without a copy (C-contiguous first)."""
+    tensor = tensor.detach().contiguous()
+    if tensor.device.type == "cpu":
+        return tensor.numpy()
+    return backend.ARRAYS.asarray(tensor)        # a numba view through __cuda_array_interface__
+
+
+def _as_tensor(array, device: torch.device) -> Tensor:
+    """A backend's result as a tensor on ``device``, without a copy."""
+    if device.type == "cpu":
+        return torch.from_numpy(array)
+    return torch.as_tensor(array, device=device)
+
+
+@functools.lru_cache(maxsize=256)
+def _structure(mode, input_size, hidden_size, num_layers, bidirectional, bias, dtype):
+    return functional.Structure(mode, input_size, hidden_size, num_layers, bidirectional, bias,
+                                dtype)
+
+
+def _structure_of(config: Config, input: Tensor, hx: Tensor) -> "functional.Structure":
+    """fastrnn.functional's description of the stack, from the operator's inputs."""
+    if config.mode not in ELMAN_MODES:
+        raise NotImplementedError(f"fastrnn's operators run modes {ELMAN_MODES}, got {config.mode!r}")
+    if input.dtype not in COMPUTE_DTYPES:
+        raise TypeError(f"fastrnn's operators compute in float32 or float64, got {input.dtype}; "
+                        "fastrnn.torch.RNN casts float16/bfloat16 to float32 for them")
+    return _structure(config.mode, input.shape[-1], hx.shape[-1], config.num_layers,
+                      config.bidirectional, config.has_biases, str(input.dtype)[len("torch."):])
+
+
+def _packed_rows(input: Tensor, batch_sizes: Optional[Tensor]):
+    """(rows [N, F], batch_sizes as int64 NumPy) of an equal-length [T, B, F] or packed input."""
+    if batch_sizes is None:
+        steps, batch = input.shape[0], input.shape[1]
+        if steps == 0:
+            raise ValueError("Expected sequence length to be larger than 0 in RNN")
+        return input.reshape(steps * batch, input.shape[2]), equal_batch_sizes(batch, steps)
+    sizes = batch_sizes.detach().cpu().numpy()
+    return input, sizes if sizes.dtype == np.int64 else sizes.astype(np.int64)
+
+
+def _rows(tensor: Optional[Tensor], leading: int):
+    """A [*lead, T, B, F] / [*lead, N, F] tensor as [*lead, N, F], or None."""
+    if tensor is None:
+        return None
+    return tensor.reshape(*tensor.shape[:leading], -1, tensor.shape[-1])
+
+
+# ----------------------------------------------------------------------------- forward
+def forward_eager(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: list,
+                  masks: Optional[Tensor], config: Config, need_workspace: bool):
+    """rnn_forward's computation with the weights as a list, called directly: by the operator,
+    and by fastrnn.torch.RNN for plain CPU tensors in eager mode when nothing has to be traced
+    or differentiated (it skips the dispatcher's cost). Returns (output, h_n, workspace)."""
+    structure = _structure_of(config, input, hx)
+    backend = _backend_for(config.backend, input.device)
+    rows, sizes = _packed_rows(input.contiguous(), batch_sizes)
+    masks_rows = _rows(masks, 1)
+    output, h_n, saved = functional.forward_packed(
+        backend, structure, _as_array(rows, backend), _as_array(hx, backend),
+        [_as_array(w, backend) for w in weights], sizes,
+        None if masks_rows is None else _as_array(masks_rows, backend),
+        need_saved=need_workspace)
+    output_shape = (*input.shape[:-1], structure.directions * structure.hidden_size)
+    # reshaped as arrays, so that the tensors are no views (autograd restricts views in place)
+    kept = workspace_shape(config.mode, config.num_layers, output_shape, need_workspace)
+    workspace = (_as_tensor(saved.reshape(kept), input.device) if saved is not None
+                 else input.new_empty(kept))
+    return (_as_tensor(output.reshape(output_shape), input.device),
+            _as_tensor(h_n, input.device), workspace)
+
+
+@torch.library.custom_op("fastrnn::rnn_forward", mutates_args=(), device_types=("cpu", "cuda"))
+def rnn_forward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
+                masks: Optional[Tensor], mode: str, num_layers: int, bidirectional: bool,
+                has_biases: bool, backend: str, need_workspace: bool
+                ) -> tuple[Tensor, Tensor, Tensor]:
+    """The stacked RNN: ``(output, h_n, workspace)``.
+
+    input [T, B, I] (batch_sizes None) or packed [N, I] with batch_sizes [T] int64 on the CPU;
+    hx [L*D, B, H] (sorted order when packed); weights: flatten_weights(torch's flat order);
+    masks [L-1, *input.shape[:-1], D*H] dropout multipliers, or None. output has the input's
+    layout with D*H features, h_n hx's shape; workspace: see workspace_shape.
+    """
+    config = Config(mode, num_layers, bidirectional, has_biases, backend)
+    return forward_eager(input, batch_sizes, hx, _weight_list(config, input, hx, weights), masks,
+                         config, need_workspace)
+
+
+@rnn_forward.register_fake
+def _rnn_forward_fake(input, batch_sizes, hx, weights, masks, mode, num_layers, bidirectional,
+                      has_biases, backend, need_workspace):
+    directions = 2 if bidirectional else 1
+    output_shape = (*input.shape[:-1], directions * hx.shape[-1])
+    workspace = input.new_empty(workspace_shape(mode, num_layers, output_shape, need_workspace))
+    return input.new_empty(output_shape), hx.new_empty(hx.shape), workspace
+
+
+# ----------------------------------------------------------------------------- backward
+@torch.library.custom_op("fastrnn::rnn_backward", mutates_args=(), device_types=("cpu", "cuda"))
+def rnn_backward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
+                 masks: Optional[Tensor], output: Tensor, workspace: Tensor, grad_output: Tensor,
+                 grad_h_n: Tensor, mode: str, num_layers: int, bidirectional: bool,
+                 has_biases: bool, backend: str, need_weight_grads: bool
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """Backpropagation through time for one rnn_forward call (its inputs, ``output`` and
+    ``workspace``): ``(grad_input, grad_hx, grad_weights)``; grad_weights is flat like
+    ``weights``, or empty unless ``need_weight_grads``."""
+    config = Config(mode, num_layers, bidirectional, has_biases, backend)
+    structure = _structure_of(config, input, hx)
+    backend_module = _backend_for(backend, input.device)
+    if num_layers > 1 and workspace.shape[0] != num_layers - 1:
+        raise RuntimeError("fastrnn::rnn_backward needs the workspace of an rnn_forward call "
+                           "with need_workspace=True")
+    as_array = functools.partial(_as_array, backend=backend_module)
+    rows, sizes = _packed_rows(input.contiguous(), batch_sizes)
+    flat_grads = backend_module.ARRAYS.zeros(weights.shape, structure.dtype)
+    shapes = weight_shapes(config, input.shape[-1], hx.shape[-1])
+    masks_rows = _rows(masks, 1)
+    grad_x, grad_hx, _ = functional.backward_packed(
+        backend_module, structure, as_array(rows), as_array(hx),
+        [as_array(w) for w in _weight_list(config, input, hx, weights)], sizes,
+        as_array(_rows(output, 0)), as_array(_rows(workspace, 1)) if num_layers > 1 else None,
+        None if masks_rows is None else as_array(masks_rows), as_array(_rows(grad_output, 0)),
+        as_array(grad_h_n), unflatten_weights(flat_grads, shapes))
+    device = input.device
+    grad_weights = _as_tensor(flat_grads, device) if need_weight_grads else weights.new_empty(0)
+    return (_as_tensor(grad_x.reshape(input.shape), device), _as_tensor(grad_hx, device),
+            grad_weights)
+
+
+@rnn_backward.register_fake
+def _rnn_backward_fake(input, batch_sizes, hx, weights, masks, output, workspace, grad_output,
+                       grad_h_n, mode, num_layers, bidirectional, has_biases, backend,
+                       need_weight_grads):
+    grad_weights = weights.new_empty(weights.shape if need_weight_grads else (0,))
+    return input.new_empty(input.shape), hx.new_empty(hx.shape), grad_weights
+
+
+# ----------------------------------------------------------------------------- vmap
+# The batch axis of each tensor: input/output/grad_output [T, B, F] -> 1, packed [N, F] -> 0;
+# states [S, B, H] -> 1; masks/workspace [K, T, B, F] / [K, N, F] -> one more than the input's.
+def _fold(tensor, bdim, axis, size):
+    """``tensor`` with its vmapped dimension (or a broadcast one, for bdim None) merged into
+    dimension ``axis``: entry (b, v) lands at b * size + v."""
+    if tensor is None:
+        return None
+    if bdim is None:
+        tensor = tensor.unsqueeze(axis + 1)
+        return tensor.expand(*tensor.shape[:axis + 1], size, *tensor.shape[axis + 2:]).flatten(axis, axis + 1)
+    return tensor.movedim(bdim, axis + 1).flatten(axis, axis + 1)
+
+
+def _unfold(tensor, axis, size):
+    """The inverse of _fold: (tensor with the vmapped dimension split out, its position)."""
+    return tensor.unflatten(axis, (-1, size)), axis + 1
+
+
+def _one_call_per_entry(op, info, in_dims, args):
+    """The vmap rule that always holds: the operator once per vmapped entry, results stacked."""
+    results = [op(*[a if d is None else a.select(d, v) for a, d in zip(args, in_dims)])
+               for v in range(info.batch_size)]
+    return tuple(torch.stack(r) for r in zip(*results)), (0,) * len(results[0])
+
+
+@rnn_forward.register_vmap
+def _rnn_forward_vmap(info, in_dims, input, batch_sizes, hx, weights, masks, *config_and_flag):
+    args = (input, batch_sizes, hx, weights, masks, *config_and_flag)
+    if in_dims[1] is not None or in_dims[3] is not None:
+        return _one_call_per_entry(rnn_forward, info, in_dims, args)
+    size, row_axis = info.batch_size, (0 if batch_sizes is not None else 1)
+    output, h_n, workspace = rnn_forward(
+        _fold(input, in_dims[0], row_axis, size),
+        None if batch_sizes is None else batch_sizes * size, _fold(hx, in_dims[2], 1, size),
+        weights, _fold(masks, in_dims[4], row_axis + 1, size), *config_and_flag)
+    output, output_dim = _unfold(output, row_axis, size)
+    h_n, h_n_dim = _unfold(h_n, 1, size)
+    workspace, workspace_dim = _unfold(workspace, row_axis + 1, size)
+    return (output, h_n, workspace), (output_dim, h_n_dim, workspace_dim)
+
+
+@rnn_backward.register_vmap
+def _rnn_backward_vmap(info, in_dims, input, batch_sizes, hx, weights, masks, output, workspace,
+                       grad_output, grad_h_n, mode, num_layers, bidirectional, has_biases,
+                       backend, need_weight_grads):
+    config = (mode, num_layers, bidirectional, has_biases, backend)
+    args = (input, batch_sizes, hx, weights, masks, output, workspace, grad_output, grad_h_n,
+            *config, need_weight_grads)
+    # folded, the weight gradients would be summed over the vmapped entries: per entry instead
+    if need_weight_grads or in_dims[1] is not None or in_dims[3] is not None:
+        return _one_call_per_entry(rnn_backward, info, in_dims, args)
+    size, row_axis = info.batch_size, (0 if batch_sizes is not None else 1)
+    grad_input, grad_hx, no_weight_grads = rnn_backward(
+        _fold(input, in_dims[0], row_axis, size),
+        None if batch_sizes is None else batch_sizes * size, _fold(hx, in_dims[2], 1, size),
+        weights, _fold(masks, in_dims[4], row_axis + 1, size),
+        _fold(output, in_dims[5], row_axis, size),
+        _fold(workspace, in_dims[6], row_axis + 1, size),
+        _fold(grad_output, in_dims[7], row_axis, size), _fold(grad_h_n, in_dims[8], 1, size),
+        *config, False)
+    grad_input, input_dim = _unfold(grad_input, row_axis, size)
+    grad_hx, hx_dim = _unfold(grad_hx, 1, size)
+    return (grad_input, grad_hx, no_weight_grads), (input_dim, hx_dim, None)
