@@ -88,29 +88,25 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
-class _EagerFastPath:
-    """When the forward may skip the dispatcher: plain CPU tensors in eager mode that need no
-    gradient, under no transform, trace or mode that must see the operator."""
-
-    @staticmethod
-    def applies(input: Tensor, hx, weights) -> bool:
-        if torch.compiler.is_compiling() or torch.jit.is_tracing():
-            return False
-        if (torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
-                or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
-                or forward_ad._current_level >= 0):     # dual tensors don't require grad
-            return False
-        if type(input) is not Tensor or input.device.type != "cpu":
-            return False
-        if hx is not None and type(hx) is not Tensor:
-            return False
-        dtype = weights[0].dtype
-        if dtype not in ops.COMPUTE_DTYPES or input.dtype != dtype:
-            return False
-        if not torch.is_grad_enabled():
-            return all(type(w) is nn.Parameter or type(w) is Tensor for w in weights)
-        return not input.requires_grad and not (hx is not None and hx.requires_grad) and all(
-            (type(w) is nn.Parameter or type(w) is Tensor) and not w.requires_grad for w in weights)
+def _eager_fast_path_applies(input: Tensor, hx, weights) -> bool:
+    """Whether the forward may skip the dispatcher: plain CPU tensors in eager mode that need
+    no gradient, under no trace, transform, autocast or mode that must see the operator."""
+    if type(input) is not Tensor or not input.is_cpu or (hx is not None and type(hx) is not Tensor):
+        return False
+    dtype = weights[0].dtype
+    if input.dtype is not dtype or dtype not in ops.COMPUTE_DTYPES:
+        return False
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if (torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
+            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
+            or forward_ad._current_level >= 0):        # dual tensors don't require grad
+        return False
+    if any(type(w) is not nn.Parameter and type(w) is not Tensor for w in weights):
+        return False
+    return not torch.is_grad_enabled() or not (
+        input.requires_grad or (hx is not None and hx.requires_grad)
+        or any(w.requires_grad for w in weights))
 
 
 def _uses_expanded_weights(weights) -> bool:
@@ -146,7 +142,6 @@ class RNN(nn.RNN):
         unbatched) in the caller's batch order, or None for zeros."""
         _check_is_tensor(input)
         self._update_flat_weights()
-        num_directions = 2 if self.bidirectional else 1
         orig_input = input
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = input
@@ -171,15 +166,12 @@ class RNN(nn.RNN):
                 raise RuntimeError("For batched 3-D input, hx should also be 3-D but got "
                                    f"{hx.dim()}-D tensor")
             max_batch_size = input.size(0) if self.batch_first else input.size(1)
-        if hx is None:
-            hx = torch.zeros(self.num_layers * num_directions, max_batch_size, self.hidden_size,
-                             dtype=input.dtype, device=input.device)
-        else:
+        if hx is not None:                   # None: zeros, made only where they are needed
             hx = self.permute_hidden(hx, sorted_indices)
         self._check_forward_args(input, hx, batch_sizes, max_batch_size)
         if self.batch_first and batch_sizes is None:
             input = input.transpose(0, 1)
-        output, hidden = self._run(input, batch_sizes, hx)
+        output, hidden = self._run(input, batch_sizes, hx, max_batch_size)
         if self.batch_first and batch_sizes is None:
             output = output.transpose(0, 1)
         if isinstance(orig_input, PackedSequence):
@@ -190,16 +182,15 @@ class RNN(nn.RNN):
             hidden = hidden.squeeze(1)
         return output, self.permute_hidden(hidden, unsorted_indices)
 
-    def _check_forward_args(self, input: Tensor, hx: Tensor, batch_sizes, max_batch_size) -> None:
+    def _check_forward_args(self, input: Tensor, hx, batch_sizes, max_batch_size) -> None:
         """torch.nn.RNN's checks (its own code, messages and order), then the devices and the
-        sequence length, which torch checks in its ATen kernels."""
+        sequence length, which torch checks in its ATen kernels. hx None stands for zeros."""
         self.check_input(input, batch_sizes)
-        num_directions = 2 if self.bidirectional else 1
-        self.check_hidden_size(hx, (self.num_layers * num_directions, max_batch_size,
-                                    self.hidden_size))
         weight = self._flat_weights[0]
-        _check_devices(input, hx, weight, self.backend)
-        _check_hx_dtype(hx, weight)
+        if hx is not None:
+            self.check_hidden_size(hx, self._states_shape(max_batch_size))
+            _check_hx_dtype(hx, weight)
+        _check_devices(input, input if hx is None else hx, weight, self.backend)
         if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
@@ -213,21 +204,60 @@ class RNN(nn.RNN):
             return torch.zeros(shape, dtype=dtype, device=device)
         return torch.empty(shape, dtype=dtype, device=device).bernoulli_(keep).div_(keep)
 
-    def _run(self, input: Tensor, batch_sizes, hx: Tensor):
-        """(output, h_n) of the stack on time-major or packed ``input`` and sorted ``hx``."""
+    def _states_shape(self, batch: int) -> tuple:
+        return (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+
+    def _run(self, input: Tensor, batch_sizes, hx, batch: int):
+        """(output, h_n) of the stack on time-major or packed ``input`` and sorted ``hx`` (None:
+        zeros) of ``batch`` sequences."""
         weights = self._flat_weights
+        if _eager_fast_path_applies(input, hx, weights):
+            eager = self._eager_forward(weights)
+            if eager is not None:
+                masks = self._dropout_masks(input.shape[:-1], input.dtype, input.device)
+                return eager(input, batch_sizes, hx, masks)
+        if hx is None:
+            hx = torch.zeros(self._states_shape(batch), dtype=input.dtype, device=input.device)
         if _uses_expanded_weights(weights):
             return self._run_torch_decomposition(input, batch_sizes, hx, weights)
         io_dtype = _io_dtype(input, weights[0])
         dtype = _compute_dtype(io_dtype)
         masks = self._dropout_masks(input.shape[:-1], dtype, input.device)
-        if _EagerFastPath.applies(input, hx, weights):
-            output, h_n, _ = ops.forward_eager(input, batch_sizes, hx, weights, masks,
-                                               self._config(), need_workspace=False)
-            return output, h_n
         cast = [t.to(dtype) for t in (input, hx, *weights)]
         output, h_n = autograd.rnn(cast[0], batch_sizes, cast[1], cast[2:], masks, self._config())
         return output.to(io_dtype), h_n.to(io_dtype)
+
+    def _eager_forward(self, weights):
+        """The prepared fast path for these weights (kept while they stay the same), or None
+        when they cannot be used in place."""
+        config, eager = self._config(), self.__dict__.get("_eager")
+        if eager is None or not eager.matches(config, weights):
+            eager = ops.EagerForward(config, weights, self.hidden_size) \
+                if ops.EagerForward.possible(weights) else None
+            self.__dict__["_eager"] = eager
+        return eager
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_eager", None)    # don't keep the old weights alive after a move
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_eager", None)            # views of this process's memory
+        return state
+
+    def _weights_have_changed(self) -> bool:
+        """torch's check (a weight replaced since _flat_weights was built: functional_call,
+        parametrizations, assignment), with one dict lookup per weight instead of two
+        attribute lookups: it runs on every call."""
+        parameters = self._parameters
+        for ref, name in zip(self._flat_weight_refs, self._flat_weights_names):
+            weight = parameters.get(name)
+            if weight is None:
+                weight = getattr(self, name, None)
+            if weight is not None and ref is not None and ref() is not weight:
+                return True
+        return False
 
     def _run_torch_decomposition(self, input, batch_sizes, hx, weights):
         """Per-sample gradients (torch.nn.utils._per_sample_grad): torch's ExpandedWeights

@@ -31,6 +31,7 @@ gradients), the rules call the operator once per entry.
 """
 import functools
 import math
+import operator
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -41,7 +42,7 @@ from .. import functional
 from ..backends import load_backend
 from ..packing import equal_batch_sizes
 
-__all__ = ["Config", "rnn_forward", "rnn_backward", "workspace_shape", "forward_eager",
+__all__ = ["Config", "rnn_forward", "rnn_backward", "workspace_shape", "EagerForward",
            "flatten_weights", "weight_shapes"]
 
 COMPUTE_DTYPES = (torch.float32, torch.float64)
@@ -111,10 +112,11 @@ def _backend_for(name: str, device: torch.device):
 
 def _as_array(tensor: Tensor, backend):
     """The tensor's memory as the backend's array, without a copy (C-contiguous first)."""
-    tensor = tensor.detach().contiguous()
-    if tensor.device.type == "cpu":
-        return tensor.numpy()
-    return backend.ARRAYS.asarray(tensor)        # a numba view through __cuda_array_interface__
+    if not tensor.is_contiguous():
+        tensor = tensor.contiguous()
+    if tensor.is_cpu:
+        return (tensor.detach() if tensor.requires_grad else tensor).numpy()
+    return backend.ARRAYS.asarray(tensor.detach())   # a numba view (__cuda_array_interface__)
 
 
 def _as_tensor(array, device: torch.device) -> Tensor:
@@ -126,30 +128,27 @@ def _as_tensor(array, device: torch.device) -> Tensor:
 
 @functools.lru_cache(maxsize=256)
 def _structure(mode, input_size, hidden_size, num_layers, bidirectional, bias, dtype):
-    return functional.Structure(mode, input_size, hidden_size, num_layers, bidirectional, bias,
-                                dtype)
-
-
-def _structure_of(config: Config, input: Tensor, hx: Tensor) -> "functional.Structure":
-    """fastrnn.functional's description of the stack, from the operator's inputs."""
-    if config.mode not in ELMAN_MODES:
-        raise NotImplementedError(f"fastrnn's operators run modes {ELMAN_MODES}, got {config.mode!r}")
-    if input.dtype not in COMPUTE_DTYPES:
-        raise TypeError(f"fastrnn's operators compute in float32 or float64, got {input.dtype}; "
+    """fastrnn.functional's description of the stack (cached: it is the same call after call)."""
+    if mode not in ELMAN_MODES:
+        raise NotImplementedError(f"fastrnn's operators run modes {ELMAN_MODES}, got {mode!r}")
+    if dtype not in COMPUTE_DTYPES:
+        raise TypeError(f"fastrnn's operators compute in float32 or float64, got {dtype}; "
                         "fastrnn.torch.RNN casts float16/bfloat16 to float32 for them")
-    return _structure(config.mode, input.shape[-1], hx.shape[-1], config.num_layers,
-                      config.bidirectional, config.has_biases, str(input.dtype)[len("torch."):])
+    return functional.Structure(mode, input_size, hidden_size, num_layers, bidirectional, bias,
+                                str(dtype)[len("torch."):])
 
 
-def _packed_rows(input: Tensor, batch_sizes: Optional[Tensor]):
-    """(rows [N, F], batch_sizes as int64 NumPy) of an equal-length [T, B, F] or packed input."""
+def _packed_rows(input: Tensor, batch_sizes: Optional[Tensor], backend):
+    """(rows [N, F] array, batch_sizes as int64 NumPy) of an equal-length [T, B, F] or a packed
+    input."""
+    rows = _as_array(input, backend)
     if batch_sizes is None:
         steps, batch = input.shape[0], input.shape[1]
         if steps == 0:
             raise ValueError("Expected sequence length to be larger than 0 in RNN")
-        return input.reshape(steps * batch, input.shape[2]), equal_batch_sizes(batch, steps)
+        return rows.reshape(steps * batch, input.shape[2]), equal_batch_sizes(batch, steps)
     sizes = batch_sizes.detach().cpu().numpy()
-    return input, sizes if sizes.dtype == np.int64 else sizes.astype(np.int64)
+    return rows, sizes if sizes.dtype == np.int64 else sizes.astype(np.int64)
 
 
 def _rows(tensor: Optional[Tensor], leading: int):
@@ -160,27 +159,56 @@ def _rows(tensor: Optional[Tensor], leading: int):
 
 
 # ----------------------------------------------------------------------------- forward
-def forward_eager(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: list,
-                  masks: Optional[Tensor], config: Config, need_workspace: bool):
-    """rnn_forward's computation with the weights as a list, called directly: by the operator,
-    and by fastrnn.torch.RNN for plain CPU tensors in eager mode when nothing has to be traced
-    or differentiated (it skips the dispatcher's cost). Returns (output, h_n, workspace)."""
-    structure = _structure_of(config, input, hx)
-    backend = _backend_for(config.backend, input.device)
-    rows, sizes = _packed_rows(input.contiguous(), batch_sizes)
-    masks_rows = _rows(masks, 1)
-    output, h_n, saved = functional.forward_packed(
-        backend, structure, _as_array(rows, backend), _as_array(hx, backend),
-        [_as_array(w, backend) for w in weights], sizes,
-        None if masks_rows is None else _as_array(masks_rows, backend),
-        need_saved=need_workspace)
-    output_shape = (*input.shape[:-1], structure.directions * structure.hidden_size)
-    # reshaped as arrays, so that the tensors are no views (autograd restricts views in place)
-    kept = workspace_shape(config.mode, config.num_layers, output_shape, need_workspace)
-    workspace = (_as_tensor(saved.reshape(kept), input.device) if saved is not None
-                 else input.new_empty(kept))
-    return (_as_tensor(output.reshape(output_shape), input.device),
-            _as_tensor(h_n, input.device), workspace)
+class EagerForward:
+    """rnn_forward's computation for plain CPU tensors in eager mode when nothing has to be
+    traced or differentiated, prepared once for many calls: fastrnn.torch.RNN's fast path.
+
+    Why: a small call (T=1) is mostly overhead, and the dispatcher, the weights' NumPy views,
+    the Structure and the backend would cost more than the kernels. The views, Structure and
+    backend are made once and used while the weights are the same contiguous tensors at the
+    same addresses (in-place updates are seen through the shared memory); ``matches`` tells.
+    Nothing is kept for backward.
+    """
+
+    def __init__(self, config: Config, weights: list, hidden_size: int):
+        self.config = config
+        self.weights = list(weights)
+        self.addresses = [w.data_ptr() for w in weights]
+        self.equal_sizes = None          # batch_sizes of the last equal-length batch
+        self.backend = _backend_for(config.backend, weights[0].device)
+        self.arrays = [_as_array(w, self.backend) for w in weights]
+        self.structure = _structure(config.mode, weights[0].shape[1], hidden_size,
+                                    config.num_layers, config.bidirectional, config.has_biases,
+                                    weights[0].dtype)
+
+    @staticmethod
+    def possible(weights) -> bool:
+        """Whether the weights can be used in place (a copy would not see their updates)."""
+        return all(w.is_contiguous() for w in weights)
+
+    def matches(self, config: Config, weights) -> bool:
+        return (config == self.config and all(map(operator.is_, weights, self.weights))
+                and list(map(Tensor.data_ptr, weights)) == self.addresses)
+
+    def _batch_sizes(self, input: Tensor, batch_sizes: Optional[Tensor]):
+        """(rows, batch_sizes) as _packed_rows; an equal-length batch's sizes made once per shape."""
+        if batch_sizes is not None or input.shape[0] == 0:
+            return _packed_rows(input, batch_sizes, self.backend)
+        steps, batch = input.shape[0], input.shape[1]
+        if self.equal_sizes is None or self.equal_sizes.shape[0] != steps or self.equal_sizes[0] != batch:
+            self.equal_sizes = equal_batch_sizes(batch, steps)
+        return _as_array(input, self.backend).reshape(steps * batch, input.shape[2]), self.equal_sizes
+
+    def __call__(self, input: Tensor, batch_sizes: Optional[Tensor], hx: Optional[Tensor],
+                 masks: Optional[Tensor]):
+        """``(output, h_n)`` for input [T, B, I] or packed [N, I]; hx None for zeros."""
+        rows, sizes = self._batch_sizes(input, batch_sizes)
+        output, h_n, _ = functional.forward_packed(
+            self.backend, self.structure, rows, None if hx is None else _as_array(hx, self.backend),
+            self.arrays, sizes, None if masks is None else _as_array(_rows(masks, 1), self.backend),
+            need_saved=False)
+        output_shape = (*input.shape[:-1], output.shape[-1])
+        return torch.from_numpy(output.reshape(output_shape)), torch.from_numpy(h_n)
 
 
 @torch.library.custom_op("fastrnn::rnn_forward", mutates_args=(), device_types=("cpu", "cuda"))
@@ -196,8 +224,22 @@ def rnn_forward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weight
     layout with D*H features, h_n hx's shape; workspace: see workspace_shape.
     """
     config = Config(mode, num_layers, bidirectional, has_biases, backend)
-    return forward_eager(input, batch_sizes, hx, _weight_list(config, input, hx, weights), masks,
-                         config, need_workspace)
+    structure = _structure(mode, input.shape[-1], hx.shape[-1], num_layers, bidirectional,
+                           has_biases, input.dtype)
+    backend_module = _backend_for(backend, input.device)
+    as_array = functools.partial(_as_array, backend=backend_module)
+    rows, sizes = _packed_rows(input, batch_sizes, backend_module)
+    output, h_n, saved = functional.forward_packed(
+        backend_module, structure, rows, as_array(hx),
+        [as_array(w) for w in _weight_list(config, input, hx, weights)], sizes,
+        None if masks is None else as_array(_rows(masks, 1)), need_saved=need_workspace)
+    output_shape = (*input.shape[:-1], structure.directions * structure.hidden_size)
+    # reshaped as arrays, so that the tensors are no views (autograd restricts views in place)
+    kept = workspace_shape(mode, num_layers, output_shape, need_workspace)
+    workspace = (_as_tensor(saved.reshape(kept), input.device) if saved is not None
+                 else input.new_empty(kept))
+    return (_as_tensor(output.reshape(output_shape), input.device),
+            _as_tensor(h_n, input.device), workspace)
 
 
 @rnn_forward.register_fake
@@ -220,18 +262,19 @@ def rnn_backward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weigh
     ``workspace``): ``(grad_input, grad_hx, grad_weights)``; grad_weights is flat like
     ``weights``, or empty unless ``need_weight_grads``."""
     config = Config(mode, num_layers, bidirectional, has_biases, backend)
-    structure = _structure_of(config, input, hx)
+    structure = _structure(mode, input.shape[-1], hx.shape[-1], num_layers, bidirectional,
+                           has_biases, input.dtype)
     backend_module = _backend_for(backend, input.device)
     if num_layers > 1 and workspace.shape[0] != num_layers - 1:
         raise RuntimeError("fastrnn::rnn_backward needs the workspace of an rnn_forward call "
                            "with need_workspace=True")
     as_array = functools.partial(_as_array, backend=backend_module)
-    rows, sizes = _packed_rows(input.contiguous(), batch_sizes)
+    rows, sizes = _packed_rows(input, batch_sizes, backend_module)
     flat_grads = backend_module.ARRAYS.zeros(weights.shape, structure.dtype)
     shapes = weight_shapes(config, input.shape[-1], hx.shape[-1])
     masks_rows = _rows(masks, 1)
     grad_x, grad_hx, _ = functional.backward_packed(
-        backend_module, structure, as_array(rows), as_array(hx),
+        backend_module, structure, rows, as_array(hx),
         [as_array(w) for w in _weight_list(config, input, hx, weights)], sizes,
         as_array(_rows(output, 0)), as_array(_rows(workspace, 1)) if num_layers > 1 else None,
         None if masks_rows is None else as_array(masks_rows), as_array(_rows(grad_output, 0)),
