@@ -248,14 +248,16 @@ class RNN(nn.RNN):
 
     def _weights_have_changed(self) -> bool:
         """torch's check (a weight replaced since _flat_weights was built: functional_call,
-        parametrizations, assignment), with one dict lookup per weight instead of two
-        attribute lookups: it runs on every call."""
+        assignment), with one dict lookup per weight instead of two attribute lookups: it runs
+        on every call. Weights that are not plain registered parameters (parametrizations,
+        whose every access may compute, e.g. spectral_norm's power iteration) get torch's own
+        check, so they are accessed exactly as often as torch.nn.RNN accesses them."""
         parameters = self._parameters
         for ref, name in zip(self._flat_weight_refs, self._flat_weights_names):
             weight = parameters.get(name)
             if weight is None:
-                weight = getattr(self, name, None)
-            if weight is not None and ref is not None and ref() is not weight:
+                return super()._weights_have_changed()
+            if ref is not None and ref() is not weight:
                 return True
         return False
 
