@@ -11,23 +11,13 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
 
 from fastrnn.torch import RNN  # noqa: E402
+from torch_helpers import RAGGED_BACKEND  # noqa: E402
 
 TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
 SORTED_LENGTHS, UNSORTED_LENGTHS = [5, 3, 3, 1], [3, 5, 1, 3]
 
 
-
-def cpu_kernels_take_ragged_batches():
-    """Whether the 'cpu' backend runs variable-length batches (added on a parallel branch;
-    until then it raises NotImplementedError for them)."""
-    try:
-        RNN(1, 1)(pack_padded_sequence(torch.zeros(2, 2, 1), torch.tensor([2, 1])))
-    except NotImplementedError:
-        return False
-    return True
-
-
-CPU_RAGGED = pytest.mark.skipif(not cpu_kernels_take_ragged_batches(),
+CPU_RAGGED = pytest.mark.skipif(RAGGED_BACKEND != "auto",
                                 reason="the cpu kernels do not take variable-length batches yet")
 BACKENDS = ["numpy", pytest.param("cpu", marks=CPU_RAGGED)]
 
