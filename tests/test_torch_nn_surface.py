@@ -13,20 +13,13 @@ from torch.nn.utils import parametrizations, parametrize  # noqa: E402
 
 from fastrnn.torch import RNN  # noqa: E402
 from helpers import raised_by  # noqa: E402
+from torch_helpers import module_pair  # noqa: E402
 
 KWARGS = dict(num_layers=2, bidirectional=True, nonlinearity="relu")
 
 
-def make_pair(**kwargs):
-    torch.manual_seed(0)
-    ours = RNN(3, 4, **kwargs)
-    theirs = nn.RNN(3, 4, **kwargs)
-    theirs.load_state_dict(ours.state_dict())
-    return ours, theirs
-
-
 def test_is_an_nn_rnn_with_its_attributes():
-    ours, theirs = make_pair(**KWARGS)
+    ours, theirs = module_pair(**KWARGS)
     assert isinstance(ours, nn.RNN) and isinstance(ours, nn.RNNBase)
     for name in ("mode", "proj_size", "input_size", "hidden_size", "num_layers", "bias",
                  "batch_first", "dropout", "bidirectional", "nonlinearity", "_flat_weights_names",
@@ -40,7 +33,7 @@ def test_is_an_nn_rnn_with_its_attributes():
 
 
 def test_flatten_parameters_leaves_results_unchanged():
-    ours, theirs = make_pair(**KWARGS)
+    ours, theirs = module_pair(**KWARGS)
     x = torch.randn(5, 2, 3)
     before = ours(x)[0].detach()
     ours.flatten_parameters()
@@ -63,7 +56,7 @@ def test_repr_names_a_backend_chosen_by_name():
 
 @pytest.mark.parametrize("parametrization", ["weight_norm", "spectral_norm"])
 def test_parametrizations_match_nn_rnn(parametrization):
-    ours, theirs = make_pair(num_layers=2)
+    ours, theirs = module_pair(num_layers=2)
     for module in (ours, theirs):
         torch.manual_seed(1)                       # spectral_norm draws its start vectors
         getattr(parametrizations, parametrization)(module, "weight_hh_l0")
@@ -84,7 +77,7 @@ def test_parametrizations_match_nn_rnn(parametrization):
 
 
 def test_dtype_and_device_moves_follow_the_parameters():
-    ours, theirs = make_pair(**KWARGS)
+    ours, theirs = module_pair(**KWARGS)
     ours.double(), theirs.double()
     assert all(w.dtype == torch.float64 for w in ours._flat_weights)
     x = torch.randn(5, 2, 3, dtype=torch.float64)
@@ -98,7 +91,7 @@ def test_dtype_and_device_moves_follow_the_parameters():
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
 def test_copies_after_a_forward_with_a_graph_give_the_same_results(how):
-    ours, _ = make_pair(**KWARGS)
+    ours, _ = module_pair(**KWARGS)
     x = torch.randn(5, 2, 3)
     output, _ = ours(x)                            # a graph holding the weights exists
     if how == "deepcopy":
@@ -120,7 +113,7 @@ def test_copies_after_a_forward_with_a_graph_give_the_same_results(how):
 def test_weights_replaced_between_calls_are_used():
     """The eager fast path keeps views of the weights: a replaced tensor (.data = ...) or an
     in-place update must show in the next call."""
-    ours, theirs = make_pair()
+    ours, theirs = module_pair()
     x = torch.randn(5, 2, 3)
     with torch.no_grad():
         ours(x)

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
 
-from fastrnn.torch import RNN  # noqa: E402
+from torch_helpers import module_pair  # noqa: E402
 
 # a few roundings of the low dtype at unit scale (outputs are tanh values in [-1, 1]): inputs
 # and weights rounded to the low dtype move the outputs by that much
@@ -18,11 +18,7 @@ ROUNDING_ONLY = {torch.float16: dict(rtol=0, atol=5e-4), torch.bfloat16: dict(rt
 
 
 def float32_pair(**kwargs):
-    torch.manual_seed(0)
-    ours = RNN(3, 8, **kwargs)
-    theirs = nn.RNN(3, 8, **kwargs)
-    theirs.load_state_dict(ours.state_dict())
-    return ours, theirs
+    return module_pair(3, 8, **kwargs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -9,17 +9,15 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 from fastrnn.torch import RNN  # noqa: E402
+from torch_helpers import module_pair  # noqa: E402
 
 F64 = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-11)
 
 
-def make_pair(**kwargs):
-    """(fastrnn, torch) float64 modules with equal parameters."""
-    ours = RNN(3, 4, dtype=F64, **kwargs)
-    theirs = nn.RNN(3, 4, dtype=F64, **{k: v for k, v in kwargs.items() if k != "backend"})
-    theirs.load_state_dict(ours.state_dict())
-    return ours, theirs
+def make_pair(seed, **kwargs):
+    """(fastrnn, torch) float64 modules with equal parameters; torch's generator seeded."""
+    return module_pair(dtype=F64, seed=seed, **kwargs)
 
 
 def as_function(module):
@@ -84,9 +82,8 @@ def test_gradcheck_through_packed_input_and_dropout():
 
 def test_double_backward_gradient_penalty_matches_nn_rnn():
     """create_graph=True: the second-order term must be there (it was silently dropped)."""
-    torch.manual_seed(1)
     results = []
-    for module in make_pair(num_layers=2, bidirectional=True):
+    for module in make_pair(1, num_layers=2, bidirectional=True):
         x = torch.randn(4, 2, 3, dtype=F64, generator=torch.Generator().manual_seed(5),
                         requires_grad=True)
         output, h_n = module(x)
@@ -100,8 +97,7 @@ def test_double_backward_gradient_penalty_matches_nn_rnn():
 
 # ----------------------------------------------------------------------------- torch.func
 def test_vmap_matches_a_loop_over_the_mapped_dimension():
-    torch.manual_seed(2)
-    ours, _ = make_pair(num_layers=2, bidirectional=True)
+    ours, _ = make_pair(2, num_layers=2, bidirectional=True)
     xs = torch.randn(5, 4, 2, 3, dtype=F64)
     hxs = torch.randn(4, 5, 2, 4, dtype=F64)                   # mapped along dimension 1
     mapped = torch.func.vmap(lambda x, hx: ours(x, hx), in_dims=(0, 1))(xs, hxs)
@@ -123,8 +119,7 @@ def test_vmap_over_an_ensemble_of_weights():
 
 
 def test_grad_and_per_sample_grads_match_nn_rnn():
-    torch.manual_seed(4)
-    ours, theirs = make_pair(bidirectional=True, batch_first=True)
+    ours, theirs = make_pair(4, bidirectional=True, batch_first=True)
     xs = torch.randn(3, 1, 4, 3, dtype=F64)                    # 3 samples of batch 1
 
     def loss_of(module):
@@ -142,8 +137,7 @@ def test_grad_and_per_sample_grads_match_nn_rnn():
 
 
 def test_jacobians_jvp_and_hessian_match_nn_rnn():
-    torch.manual_seed(5)
-    ours, theirs = make_pair(num_layers=2)
+    ours, theirs = make_pair(5, num_layers=2)
     x = torch.randn(3, 2, 3, dtype=F64)
     tangent = torch.randn_like(x)
     jacobian = torch.autograd.functional.jacobian(lambda x: theirs(x)[1], x)
@@ -158,8 +152,7 @@ def test_jacobians_jvp_and_hessian_match_nn_rnn():
 
 
 def test_grad_of_grad_matches_nn_rnn():
-    torch.manual_seed(6)
-    ours, theirs = make_pair(bidirectional=True)
+    ours, theirs = make_pair(6, bidirectional=True)
     x = torch.randn(3, 2, 3, dtype=F64)
 
     def second_order(module):
@@ -171,8 +164,7 @@ def test_grad_of_grad_matches_nn_rnn():
 def test_forward_ad_with_dual_tensors_matches_the_jacobian():
     """torch.autograd.forward_ad with a frozen module: the input's tangent alone must flow
     (dual tensors do not require grad, so this also checks the eager fast path steps aside)."""
-    torch.manual_seed(7)
-    ours, theirs = make_pair()
+    ours, theirs = make_pair(7)
     ours.requires_grad_(False)
     x, tangent = torch.randn(3, 2, 3, dtype=F64), torch.randn(3, 2, 3, dtype=F64)
     with torch.autograd.forward_ad.dual_level():

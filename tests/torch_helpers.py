@@ -18,3 +18,12 @@ def cpu_kernels_take_ragged_batches() -> bool:
 # The backend to run variable-length batches on: 'auto' (the cpu kernels) where it can,
 # the NumPy reference until then.
 RAGGED_BACKEND = "auto" if cpu_kernels_take_ragged_batches() else "numpy"
+
+
+def module_pair(input_size=3, hidden_size=4, *, seed=0, backend="auto", **kwargs):
+    """(fastrnn.torch.RNN, torch.nn.RNN) built alike, torch's loaded with fastrnn's parameters."""
+    torch.manual_seed(seed)
+    ours = RNN(input_size, hidden_size, backend=backend, **kwargs)
+    theirs = torch.nn.RNN(input_size, hidden_size, **kwargs)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    return ours, theirs

@@ -8,6 +8,9 @@ so it behaves as torch's does because it IS torch's: the constructor and its err
 ``isinstance(m, torch.nn.RNN)``. ``forward`` follows torch.nn.RNN.forward step by step
 (the same checks and messages, PackedSequence, unbatched input, ``batch_first``) and replaces
 its one call to the ATen RNN by fastrnn's operator (ops.py, differentiated by autograd.py).
+The price of being an nn.RNN: torch.compile's dynamo refuses to trace any torch.nn.RNN
+instance unless ``torch._dynamo.config.allow_rnn = True``; fastrnn does not change another
+library's settings, so a user who compiles sets it (then fullgraph=True works).
 
 Precision: the kernels compute in float32 or float64. float16/bfloat16 modules, and float32
 modules under ``torch.autocast``, compute in float32 from inputs and weights cast up, and return
@@ -16,11 +19,13 @@ parameters in their own dtype. Dropout masks are drawn with torch's generator
 (``torch.manual_seed`` reproduces them; they are not the masks torch.nn.RNN would draw).
 
 Per-call cost: for plain CPU tensors in eager mode, when nothing needs a gradient or a trace
-(no grad, no autocast, no tracing, compiling, functorch transform or dispatch mode), the
-forward calls the operator's computation directly instead of going through the dispatcher
-(``_EagerFastPath``); everything else goes through the operator, which is what compile,
-export and jit.trace see.
+(no grad, no autocast, no tracing, compiling, functorch transform, forward AD or dispatch
+mode: ``_eager_fast_path_applies``), the forward calls ``ops.EagerForward`` directly instead
+of going through the dispatcher; everything else goes through the operator, which is what
+compile, export and jit.trace see.
 """
+from typing import Optional, Union
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -117,14 +122,21 @@ def _uses_expanded_weights(weights) -> bool:
 class RNN(nn.RNN):
     """Elman RNN with torch.nn.RNN's interface (it is a torch.nn.RNN), run by fastrnn's kernels.
 
-    Same constructor, parameters, ``forward(input, hx=None) -> (output, h_n)`` (tensors or a
-    PackedSequence) and errors as ``torch.nn.RNN``. ``backend`` ('auto', 'cpu', 'numpy' or
-    'cuda') picks the kernels: 'auto' runs 'cuda' for CUDA tensors and 'cpu' otherwise.
-    float16/bfloat16 compute in float32 (see the module's notes).
+    ``RNN(input_size, hidden_size, num_layers=1, nonlinearity='tanh', bias=True,
+    batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None, *,
+    backend='auto')``: torch.nn.RNN's arguments, checks and errors, plus ``backend``, the
+    kernels to run: 'auto' ('cuda' for CUDA tensors, 'cpu' otherwise), 'cpu', 'numpy' (the
+    reference, slow) or 'cuda'.
+
+    ``output, h_n = rnn(input, hx=None)``: input [T, B, I] ([B, T, I] with batch_first, [T, I]
+    unbatched) or a PackedSequence (then output is one too); hx and h_n [L*D, B, H] ([L*D, H]
+    unbatched). float32 and float64 compute as they are; float16/bfloat16 modules and
+    torch.autocast compute in float32 inside and return the low dtype. Parameters, state_dict,
+    gradients (any order: double backward, torch.func) and errors are torch.nn.RNN's.
     """
 
     def __init__(self, *args, backend: str = "auto", **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)      # torch's checks; proj_size= raises its ValueError
         if backend != "auto":
             load_backend(backend)          # unknown or unavailable: an error now, not later
         self.backend = backend
@@ -136,7 +148,8 @@ class RNN(nn.RNN):
     def _config(self) -> ops.Config:
         return ops.Config(self.mode, self.num_layers, self.bidirectional, self.bias, self.backend)
 
-    def forward(self, input, hx=None):
+    def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[Tensor] = None
+                ) -> tuple[Union[Tensor, PackedSequence], Tensor]:
         """``(output, h_n)`` as torch.nn.RNN.forward: input [T, B, I] ([B, T, I] with
         batch_first, [T, I] unbatched) or a PackedSequence; hx [L*D, B, H] ([L*D, H]
         unbatched) in the caller's batch order, or None for zeros."""

@@ -270,7 +270,7 @@ def rnn_backward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weigh
                            "with need_workspace=True")
     as_array = functools.partial(_as_array, backend=backend_module)
     rows, sizes = _packed_rows(input, batch_sizes, backend_module)
-    flat_grads = backend_module.ARRAYS.zeros(weights.shape, structure.dtype)
+    flat_grads = backend_module.ARRAYS.zeros(tuple(weights.shape), structure.dtype)
     shapes = weight_shapes(config, input.shape[-1], hx.shape[-1])
     masks_rows = _rows(masks, 1)
     grad_x, grad_hx, _ = functional.backward_packed(
