@@ -195,9 +195,10 @@ class EagerForward:
         if batch_sizes is not None or input.shape[0] == 0:
             return _packed_rows(input, batch_sizes, self.backend)
         steps, batch = input.shape[0], input.shape[1]
-        if self.equal_sizes is None or self.equal_sizes.shape[0] != steps or self.equal_sizes[0] != batch:
-            self.equal_sizes = equal_batch_sizes(batch, steps)
-        return _as_array(input, self.backend).reshape(steps * batch, input.shape[2]), self.equal_sizes
+        sizes = self.equal_sizes                 # one read: other threads may replace it
+        if sizes is None or sizes.shape[0] != steps or sizes[0] != batch:
+            sizes = self.equal_sizes = equal_batch_sizes(batch, steps)
+        return _as_array(input, self.backend).reshape(steps * batch, input.shape[2]), sizes
 
     def __call__(self, input: Tensor, batch_sizes: Optional[Tensor], hx: Optional[Tensor],
                  masks: Optional[Tensor]):
