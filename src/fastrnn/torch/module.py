@@ -95,19 +95,17 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _eager_fast_path_applies(input: Tensor, hx, weights) -> bool:
     """Whether the forward may skip the dispatcher: plain CPU tensors in eager mode that need
-    no gradient, under no trace, transform, autocast or mode that must see the operator."""
+    no gradient, under no trace, transform, autocast or mode that must see the operator.
+    (The weights' own types are checked when ops.EagerForward takes them.)"""
     if type(input) is not Tensor or not input.is_cpu or (hx is not None and type(hx) is not Tensor):
         return False
-    dtype = weights[0].dtype
-    if input.dtype is not dtype or dtype not in ops.COMPUTE_DTYPES:
+    if input.dtype not in ops.COMPUTE_DTYPES:
         return False
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     if (torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
             or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
             or forward_ad._current_level >= 0):        # dual tensors don't require grad
-        return False
-    if any(type(w) is not nn.Parameter and type(w) is not Tensor for w in weights):
         return False
     return not torch.is_grad_enabled() or not (
         input.requires_grad or (hx is not None and hx.requires_grad)

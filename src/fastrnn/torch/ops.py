@@ -69,10 +69,11 @@ def workspace_shape(mode: str, num_layers: int, output_shape, need_workspace: bo
     return (kept, *output_shape)
 
 
-def weight_shapes(config: Config, input_size: int, hidden_size: int) -> list:
+@functools.lru_cache(maxsize=256)
+def weight_shapes(config: Config, input_size: int, hidden_size: int) -> tuple:
     """The shape of every weight, in torch's flat order."""
-    return list(functional.parameter_shapes(input_size, hidden_size, config.num_layers,
-                                            config.bidirectional, config.has_biases).values())
+    return tuple(functional.parameter_shapes(input_size, hidden_size, config.num_layers,
+                                             config.bidirectional, config.has_biases).values())
 
 
 def flatten_weights(weights) -> Tensor:
@@ -183,8 +184,12 @@ class EagerForward:
 
     @staticmethod
     def possible(weights) -> bool:
-        """Whether the weights can be used in place (a copy would not see their updates)."""
-        return all(w.is_contiguous() for w in weights)
+        """Whether the weights are plain CPU tensors of one float dtype that can be used in
+        place (a copy would not see their updates)."""
+        dtype = weights[0].dtype
+        return dtype in COMPUTE_DTYPES and all(
+            (type(w) is torch.nn.Parameter or type(w) is Tensor) and w.is_cpu
+            and w.dtype == dtype and w.is_contiguous() for w in weights)
 
     def matches(self, config: Config, weights) -> bool:
         return (config == self.config and all(map(operator.is_, weights, self.weights))
@@ -202,7 +207,8 @@ class EagerForward:
 
     def __call__(self, input: Tensor, batch_sizes: Optional[Tensor], hx: Optional[Tensor],
                  masks: Optional[Tensor]):
-        """``(output, h_n)`` for input [T, B, I] or packed [N, I]; hx None for zeros."""
+        """``(output, h_n)`` for input [T, B, I] or packed [N, I] of the weights' dtype; hx
+        None for zeros."""
         rows, sizes = self._batch_sizes(input, batch_sizes)
         output, h_n, _ = functional.forward_packed(
             self.backend, self.structure, rows, None if hx is None else _as_array(hx, self.backend),
