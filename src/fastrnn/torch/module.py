@@ -93,10 +93,11 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
-def _eager_fast_path_applies(input: Tensor, hx, weights) -> bool:
-    """Whether the forward may skip the dispatcher: plain CPU tensors in eager mode that need
-    no gradient, under no trace, transform, autocast or mode that must see the operator.
-    (The weights' own types are checked when ops.EagerForward takes them.)"""
+def _eager_fast_path_applies(input: Tensor, hx) -> bool:
+    """Whether the forward may skip the dispatcher, as far as the input, hx and torch's global
+    state tell: plain CPU tensors in eager mode that need no gradient, under no trace,
+    transform, autocast or mode that must see the operator. (The weights are checked when
+    ops.EagerForward takes them, and by _weights_need_grad.)"""
     if type(input) is not Tensor or not input.is_cpu or (hx is not None and type(hx) is not Tensor):
         return False
     if input.dtype not in ops.COMPUTE_DTYPES:
@@ -108,8 +109,11 @@ def _eager_fast_path_applies(input: Tensor, hx, weights) -> bool:
             or forward_ad._current_level >= 0):        # dual tensors don't require grad
         return False
     return not torch.is_grad_enabled() or not (
-        input.requires_grad or (hx is not None and hx.requires_grad)
-        or any(w.requires_grad for w in weights))
+        input.requires_grad or (hx is not None and hx.requires_grad))
+
+
+def _weights_need_grad(weights) -> bool:
+    return torch.is_grad_enabled() and any(w.requires_grad for w in weights)
 
 
 def _uses_expanded_weights(weights) -> bool:
@@ -222,9 +226,9 @@ class RNN(nn.RNN):
         """(output, h_n) of the stack on time-major or packed ``input`` and sorted ``hx`` (None:
         zeros) of ``batch`` sequences."""
         weights = self._flat_weights
-        if _eager_fast_path_applies(input, hx, weights):
-            eager = self._eager_forward(weights)
-            if eager is not None:
+        if _eager_fast_path_applies(input, hx):
+            eager = self._eager_forward(weights)      # None unless plain CPU weights
+            if eager is not None and not _weights_need_grad(weights):
                 masks = self._dropout_masks(input.shape[:-1], input.dtype, input.device)
                 return eager(input, batch_sizes, hx, masks)
         if hx is None:
