@@ -7,9 +7,10 @@ Why this shape (design.md, "Performance protocol"): both layers run in ONE proce
 alternating rounds, on the same inputs and weights, with fixed threads; each round times
 ``--calls`` back-to-back calls of one layer under ``torch.no_grad()`` (step-by-step generation)
 and the report gives the median time per call over the rounds and the ratio of the medians.
-A third column times fastrnn's operator path (what compile, export and jit.trace see: the
-forward through ``torch.ops.fastrnn.rnn_forward``) by running the layer with grad enabled and
-``requires_grad`` on the input, to show what the eager fast path saves.
+Two more columns time both layers' forward with grad enabled and ``requires_grad`` on the
+input (a training step's forward): fastrnn's then runs its operator path (what compile, export
+and jit.trace see: the forward through ``torch.ops.fastrnn.rnn_forward`` inside an
+autograd.Function), which shows what the eager fast path saves.
 Pin it to one core for single-thread figures: ``taskset -c 0 python benchmarks/torch_per_call.py``.
 ``--clock cpu`` (the default) counts this thread's CPU time, which a busy shared machine
 disturbs far less than wall time.
@@ -54,11 +55,15 @@ def measure(steps, batch, size, rounds, calls, clock):
         for _ in range(rounds):
             for name, call in engines.items():              # alternating, same process
                 times[name].append(time_calls(call, calls, clock))
-    time_calls(lambda: ours(x_tracked), calls // 10 + 1)
-    operator_path = [time_calls(lambda: ours(x_tracked), calls, clock) for _ in range(rounds)]
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    medians["fastrnn operator path (grad)"] = statistics.median(operator_path)
-    return medians
+    tracked = {"torch.nn.RNN (grad)": lambda: theirs(x_tracked),
+               "fastrnn operator path (grad)": lambda: ours(x_tracked)}
+    for name, call in tracked.items():
+        time_calls(call, calls // 10 + 1)
+        times[name] = []
+    for _ in range(rounds):
+        for name, call in tracked.items():
+            times[name].append(time_calls(call, calls, clock))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():

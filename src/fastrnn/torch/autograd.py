@@ -12,6 +12,7 @@ jit.trace): each Function has ``setup_context`` and calls the custom operators o
   rules (torch.func.jvp, jacfwd) differentiate the plain-torch twin in composite.py with
   torch.func. Those paths run a Python loop over time steps: exact, not fast.
 """
+import inspect
 from typing import Optional
 
 import torch
@@ -19,8 +20,8 @@ from torch import Tensor
 from torch.autograd import forward_ad
 
 from . import composite
-from .ops import (Config, flatten_weights, rnn_backward, rnn_forward, unflatten_weights,
-                  weight_shapes)
+from .ops import (Config, dispatch_free, flatten_weights, rnn_backward, rnn_backward_impl,
+                  rnn_forward, rnn_forward_impl, unflatten_weights, weight_shapes)
 
 __all__ = ["rnn"]
 
@@ -71,8 +72,9 @@ class _Forward(torch.autograd.Function):
     @staticmethod
     def forward(input, batch_sizes, hx, weights, masks, mode, num_layers, bidirectional,
                 has_biases, backend, need_workspace):
-        return rnn_forward(input, batch_sizes, hx, weights, masks, mode, num_layers,
-                           bidirectional, has_biases, backend, need_workspace)
+        operator = rnn_forward_impl if dispatch_free(input, hx, weights, masks) else rnn_forward
+        return operator(input, batch_sizes, hx, weights, masks, mode, num_layers,
+                        bidirectional, has_biases, backend, need_workspace)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -102,9 +104,11 @@ class _Backward(torch.autograd.Function):
     def forward(input, batch_sizes, hx, weights, masks, output, workspace, grad_output,
                 grad_h_n, mode, num_layers, bidirectional, has_biases, backend,
                 need_weight_grads):
-        return rnn_backward(input, batch_sizes, hx, weights, masks, output, workspace,
-                            grad_output, grad_h_n, mode, num_layers, bidirectional, has_biases,
-                            backend, need_weight_grads)
+        direct = dispatch_free(input, hx, weights, masks, output, workspace, grad_output, grad_h_n)
+        operator = rnn_backward_impl if direct else rnn_backward
+        return operator(input, batch_sizes, hx, weights, masks, output, workspace, grad_output,
+                        grad_h_n, mode, num_layers, bidirectional, has_biases, backend,
+                        need_weight_grads)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -125,6 +129,12 @@ class _Backward(torch.autograd.Function):
         return (g_input, None, g_hx, g_weights, None, None, None, g_grad_output, g_grad_h_n,
                 None, None, None, None, None, None)
 
+
+# torch's Function.apply binds its arguments to forward's signature on every call, and
+# inspect.signature honours a precomputed __signature__: without it, building the signature
+# is a third of the cost of a small call.
+for _function in (_Forward, _Backward):
+    _function.forward.__signature__ = inspect.signature(_function.forward)
 
 torch.library.register_autograd(rnn_forward, _Forward.backward, setup_context=_Forward.setup_context)
 torch.library.register_autograd(rnn_backward, _Backward.backward,

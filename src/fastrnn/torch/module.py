@@ -29,7 +29,6 @@ from typing import Optional, Union
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence
 
 from ..backends import load_backend
@@ -94,19 +93,11 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _eager_fast_path_applies(input: Tensor, hx) -> bool:
-    """Whether the forward may skip the dispatcher, as far as the input, hx and torch's global
-    state tell: plain CPU tensors in eager mode that need no gradient, under no trace,
-    transform, autocast or mode that must see the operator. (The weights are checked when
-    ops.EagerForward takes them, and by _weights_need_grad.)"""
-    if type(input) is not Tensor or not input.is_cpu or (hx is not None and type(hx) is not Tensor):
-        return False
-    if input.dtype not in ops.COMPUTE_DTYPES:
-        return False
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    if (torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
-            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
-            or forward_ad._current_level >= 0):        # dual tensors don't require grad
+    """Whether the forward may skip the dispatcher and autograd, as far as the input, hx and
+    torch's global state tell: plain CPU tensors in eager mode that need no gradient
+    (ops.dispatch_free). The weights are checked when ops.EagerForward takes them, and by
+    _weights_need_grad."""
+    if not (input.is_cpu and input.dtype in ops.COMPUTE_DTYPES and ops.dispatch_free(input, hx)):
         return False
     return not torch.is_grad_enabled() or not (
         input.requires_grad or (hx is not None and hx.requires_grad))

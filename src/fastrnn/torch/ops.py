@@ -37,12 +37,14 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from .. import functional
 from ..backends import load_backend
 from ..packing import equal_batch_sizes
 
 __all__ = ["Config", "rnn_forward", "rnn_backward", "workspace_shape", "EagerForward",
+           "dispatch_free",
            "flatten_weights", "weight_shapes"]
 
 COMPUTE_DTYPES = (torch.float32, torch.float64)
@@ -159,6 +161,27 @@ def _rows(tensor: Optional[Tensor], leading: int):
     return tensor.reshape(*tensor.shape[:leading], -1, tensor.shape[-1])
 
 
+# The dispatch keys every thread includes by default; any other (torch's legacy vmap, as
+# gradcheck's batched checks use it, adds VmapMode) means someone must see the operator.
+_DEFAULT_INCLUDED_KEYS = torch._C.DispatchKeySet(torch._C.DispatchKey.BackendSelect).add(
+    torch._C.DispatchKey.ADInplaceOrView).raw_repr()
+
+
+def dispatch_free(*tensors) -> bool:
+    """Whether an operator's computation may be called directly on these tensors (None
+    allowed), skipping the dispatcher: plain CPU or CUDA tensors (no subclass, FakeTensor or
+    functorch wrapper) in eager mode, under no trace, compile, transform, autocast, forward AD
+    level or dispatch/function mode that must see the operator. Autograd is the caller's."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if (torch._C._are_functorch_transforms_active() or torch._C._is_any_autocast_enabled()
+            or torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled()
+            or forward_ad._current_level >= 0           # dual tensors don't require grad
+            or torch._C._dispatch_tls_local_include_set().raw_repr() != _DEFAULT_INCLUDED_KEYS):
+        return False
+    return all(t is None or (type(t) is Tensor and (t.is_cpu or t.is_cuda)) for t in tensors)
+
+
 # ----------------------------------------------------------------------------- forward
 class EagerForward:
     """rnn_forward's computation for plain CPU tensors in eager mode when nothing has to be
@@ -218,8 +241,7 @@ class EagerForward:
         return torch.from_numpy(output.reshape(output_shape)), torch.from_numpy(h_n)
 
 
-@torch.library.custom_op("fastrnn::rnn_forward", mutates_args=(), device_types=("cpu", "cuda"))
-def rnn_forward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
+def rnn_forward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
                 masks: Optional[Tensor], mode: str, num_layers: int, bidirectional: bool,
                 has_biases: bool, backend: str, need_workspace: bool
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -249,6 +271,10 @@ def rnn_forward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weight
             _as_tensor(h_n, input.device), workspace)
 
 
+rnn_forward = torch.library.custom_op("fastrnn::rnn_forward", mutates_args=(),
+                                      device_types=("cpu", "cuda"))(rnn_forward_impl)
+
+
 @rnn_forward.register_fake
 def _rnn_forward_fake(input, batch_sizes, hx, weights, masks, mode, num_layers, bidirectional,
                       has_biases, backend, need_workspace):
@@ -259,8 +285,7 @@ def _rnn_forward_fake(input, batch_sizes, hx, weights, masks, mode, num_layers, 
 
 
 # ----------------------------------------------------------------------------- backward
-@torch.library.custom_op("fastrnn::rnn_backward", mutates_args=(), device_types=("cpu", "cuda"))
-def rnn_backward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
+def rnn_backward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
                  masks: Optional[Tensor], output: Tensor, workspace: Tensor, grad_output: Tensor,
                  grad_h_n: Tensor, mode: str, num_layers: int, bidirectional: bool,
                  has_biases: bool, backend: str, need_weight_grads: bool
@@ -290,6 +315,10 @@ def rnn_backward(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weigh
     grad_weights = _as_tensor(flat_grads, device) if need_weight_grads else weights.new_empty(0)
     return (_as_tensor(grad_x.reshape(input.shape), device), _as_tensor(grad_hx, device),
             grad_weights)
+
+
+rnn_backward = torch.library.custom_op("fastrnn::rnn_backward", mutates_args=(),
+                                       device_types=("cpu", "cuda"))(rnn_backward_impl)
 
 
 @rnn_backward.register_fake
