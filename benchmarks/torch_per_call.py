@@ -8,9 +8,8 @@ alternating rounds, on the same inputs and weights, with fixed threads; each rou
 ``--calls`` back-to-back calls of one layer under ``torch.no_grad()`` (step-by-step generation)
 and the report gives the median time per call over the rounds and the ratio of the medians.
 Two more columns time both layers' forward with grad enabled and ``requires_grad`` on the
-input (a training step's forward): fastrnn's then runs its operator path (what compile, export
-and jit.trace see: the forward through ``torch.ops.fastrnn.rnn_forward`` inside an
-autograd.Function), which shows what the eager fast path saves.
+input (a training step's forward), where fastrnn builds its autograd node (autograd.py) and
+keeps what backward needs: what the no-grad fast path saves.
 Pin it to one core for single-thread figures: ``taskset -c 0 python benchmarks/torch_per_call.py``.
 ``--clock cpu`` (the default) counts this thread's CPU time, which a busy shared machine
 disturbs far less than wall time.
@@ -56,7 +55,7 @@ def measure(steps, batch, size, rounds, calls, clock):
             for name, call in engines.items():              # alternating, same process
                 times[name].append(time_calls(call, calls, clock))
     tracked = {"torch.nn.RNN (grad)": lambda: theirs(x_tracked),
-               "fastrnn operator path (grad)": lambda: ours(x_tracked)}
+               "fastrnn.torch.RNN (grad)": lambda: ours(x_tracked)}
     for name, call in tracked.items():
         time_calls(call, calls // 10 + 1)
         times[name] = []
