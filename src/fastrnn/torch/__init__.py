@@ -9,6 +9,9 @@ Importing this package registers the operators ``torch.ops.fastrnn.rnn_forward``
     ops.py         the custom operators: kernels via fastrnn.functional, fake and vmap rules
     composite.py   the same RNN in plain torch operations (for higher-order derivatives)
 
+torch.compile: dynamo refuses every torch.nn.RNN instance (fastrnn.torch.RNN is one) unless
+``torch._dynamo.config.allow_rnn = True``; with it, ``fullgraph=True`` works.
+
 ``import fastrnn`` never imports this package (nor torch).
 """
 from .module import RNN
