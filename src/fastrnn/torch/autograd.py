@@ -11,6 +11,13 @@ jit.trace): each Function has ``setup_context`` and calls the custom operators o
   gradient penalties, gradgradcheck, torch.func.grad of grad) and both Functions' forward-mode
   rules (torch.func.jvp, jacfwd) differentiate the plain-torch twin in composite.py with
   torch.func. Those paths run a Python loop over time steps: exact, not fast.
+- The forward-mode rules live on subclasses (``*WithJvp``), used only when a forward-mode
+  derivative can be asked for: dynamo refuses to trace a Function that has a ``jvp``.
+- In eager mode with plain tensors (ops.dispatch_free) the Functions call the operators'
+  computations directly: the dispatcher's Python layers would cost more than a small call.
+- The weights reach the operators as one flat copy (ops.flatten_weights), which backward
+  differentiates: changing a parameter in place between forward and backward does not change
+  the gradient of the forward that ran.
 """
 import inspect
 from typing import Optional
@@ -136,9 +143,9 @@ class _Backward(torch.autograd.Function):
 for _function in (_Forward, _Backward):
     _function.forward.__signature__ = inspect.signature(_function.forward)
 
-torch.library.register_autograd(rnn_forward, _Forward.backward, setup_context=_Forward.setup_context)
-torch.library.register_autograd(rnn_backward, _Backward.backward,
-                                setup_context=_Backward.setup_context)
+for _operator, _function in ((rnn_forward, _Forward), (rnn_backward, _Backward)):
+    torch.library.register_autograd(_operator, _function.backward,
+                                    setup_context=_function.setup_context)
 
 
 class _ForwardWithJvp(_Forward):

@@ -60,8 +60,8 @@ def rnn(input: Tensor, batch_sizes, hx: Tensor, weights: list, masks, config: Co
         halves = []
         for direction in range(directions):
             state = layer * directions + direction
-            out, h_last = _direction(x, hx[state], weights[state * per_state:(state + 1) * per_state],
-                                     sizes, bool(direction), activation)
+            own = weights[state * per_state:(state + 1) * per_state]
+            out, h_last = _direction(x, hx[state], own, sizes, bool(direction), activation)
             halves.append(out)
             h_n.append(h_last)
         x = torch.cat(halves, dim=1) if directions == 2 else halves[0]

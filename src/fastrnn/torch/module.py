@@ -204,7 +204,8 @@ class RNN(nn.RNN):
         """[L-1, *rows_shape, D*H] inverted-dropout multipliers from torch's generator, or None."""
         if not (self.training and self.dropout > 0 and self.num_layers > 1):
             return None
-        shape = (self.num_layers - 1, *rows_shape, (2 if self.bidirectional else 1) * self.hidden_size)
+        features = (2 if self.bidirectional else 1) * self.hidden_size
+        shape = (self.num_layers - 1, *rows_shape, features)
         keep = 1.0 - self.dropout
         if keep == 0:
             return torch.zeros(shape, dtype=dtype, device=device)

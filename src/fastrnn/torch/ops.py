@@ -4,8 +4,10 @@ Why custom operators: an operator registered with ``torch.library.custom_op`` is
 torch tool understands. Its fake implementation gives the output shapes without running it, so
 torch.compile (fullgraph), torch.export, FakeTensor and meta tensors trace through it; jit.trace
 records it; its vmap rule serves torch.func. An ``autograd.Function`` around ``.numpy()`` gives
-none of that. The derivatives are not registered here: autograd.py wraps both operators in
-autograd.Functions (``register_autograd`` alone fails under torch.func.grad).
+none of that. The derivatives live in autograd.py: two autograd.Functions around the operators
+(``register_autograd`` alone fails under torch.func.grad), whose formulas are also registered
+as the operators' own. ``*_impl`` are the computations; autograd.py and the eager fast path
+call them directly when nothing needs to see the operator (``dispatch_free``).
 
 What the operators compute: fastrnn.functional's packed-level stack (``forward_packed`` /
 ``backward_packed``) on the tensors' memory: CPU tensors cross to NumPy without copies, CUDA
@@ -43,9 +45,9 @@ from .. import functional
 from ..backends import load_backend
 from ..packing import equal_batch_sizes
 
-__all__ = ["Config", "rnn_forward", "rnn_backward", "workspace_shape", "EagerForward",
-           "dispatch_free",
-           "flatten_weights", "weight_shapes"]
+__all__ = ["Config", "rnn_forward", "rnn_backward", "rnn_forward_impl", "rnn_backward_impl",
+           "workspace_shape", "weight_shapes", "flatten_weights", "unflatten_weights",
+           "dispatch_free", "EagerForward"]
 
 COMPUTE_DTYPES = (torch.float32, torch.float64)
 ELMAN_MODES = ("RNN_TANH", "RNN_RELU")
@@ -219,7 +221,7 @@ class EagerForward:
                 and list(map(Tensor.data_ptr, weights)) == self.addresses)
 
     def _batch_sizes(self, input: Tensor, batch_sizes: Optional[Tensor]):
-        """(rows, batch_sizes) as _packed_rows; an equal-length batch's sizes made once per shape."""
+        """(rows, batch_sizes) as _packed_rows; equal-length sizes made once per shape."""
         if batch_sizes is not None or input.shape[0] == 0:
             return _packed_rows(input, batch_sizes, self.backend)
         steps, batch = input.shape[0], input.shape[1]
@@ -234,17 +236,17 @@ class EagerForward:
         None for zeros."""
         rows, sizes = self._batch_sizes(input, batch_sizes)
         output, h_n, _ = functional.forward_packed(
-            self.backend, self.structure, rows, None if hx is None else _as_array(hx, self.backend),
-            self.arrays, sizes, None if masks is None else _as_array(_rows(masks, 1), self.backend),
-            need_saved=False)
+            self.backend, self.structure, rows,
+            None if hx is None else _as_array(hx, self.backend), self.arrays, sizes,
+            None if masks is None else _as_array(_rows(masks, 1), self.backend), need_saved=False)
         output_shape = (*input.shape[:-1], output.shape[-1])
         return torch.from_numpy(output.reshape(output_shape)), torch.from_numpy(h_n)
 
 
-def rnn_forward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
-                masks: Optional[Tensor], mode: str, num_layers: int, bidirectional: bool,
-                has_biases: bool, backend: str, need_workspace: bool
-                ) -> tuple[Tensor, Tensor, Tensor]:
+def rnn_forward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor,
+                     weights: Tensor, masks: Optional[Tensor], mode: str, num_layers: int,
+                     bidirectional: bool, has_biases: bool, backend: str, need_workspace: bool
+                     ) -> tuple[Tensor, Tensor, Tensor]:
     """The stacked RNN: ``(output, h_n, workspace)``.
 
     input [T, B, I] (batch_sizes None) or packed [N, I] with batch_sizes [T] int64 on the CPU;
@@ -285,11 +287,11 @@ def _rnn_forward_fake(input, batch_sizes, hx, weights, masks, mode, num_layers, 
 
 
 # ----------------------------------------------------------------------------- backward
-def rnn_backward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: Tensor,
-                 masks: Optional[Tensor], output: Tensor, workspace: Tensor, grad_output: Tensor,
-                 grad_h_n: Tensor, mode: str, num_layers: int, bidirectional: bool,
-                 has_biases: bool, backend: str, need_weight_grads: bool
-                 ) -> tuple[Tensor, Tensor, Tensor]:
+def rnn_backward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor,
+                      weights: Tensor, masks: Optional[Tensor], output: Tensor,
+                      workspace: Tensor, grad_output: Tensor, grad_h_n: Tensor, mode: str,
+                      num_layers: int, bidirectional: bool, has_biases: bool, backend: str,
+                      need_weight_grads: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Backpropagation through time for one rnn_forward call (its inputs, ``output`` and
     ``workspace``): ``(grad_input, grad_hx, grad_weights)``; grad_weights is flat like
     ``weights``, or empty unless ``need_weight_grads``."""
@@ -304,12 +306,11 @@ def rnn_backward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, 
     rows, sizes = _packed_rows(input, batch_sizes, backend_module)
     flat_grads = backend_module.ARRAYS.zeros(tuple(weights.shape), structure.dtype)
     shapes = weight_shapes(config, input.shape[-1], hx.shape[-1])
-    masks_rows = _rows(masks, 1)
     grad_x, grad_hx, _ = functional.backward_packed(
         backend_module, structure, rows, as_array(hx),
         [as_array(w) for w in _weight_list(config, input, hx, weights)], sizes,
         as_array(_rows(output, 0)), as_array(_rows(workspace, 1)) if num_layers > 1 else None,
-        None if masks_rows is None else as_array(masks_rows), as_array(_rows(grad_output, 0)),
+        None if masks is None else as_array(_rows(masks, 1)), as_array(_rows(grad_output, 0)),
         as_array(grad_h_n), unflatten_weights(flat_grads, shapes))
     device = input.device
     grad_weights = _as_tensor(flat_grads, device) if need_weight_grads else weights.new_empty(0)
@@ -339,8 +340,10 @@ def _fold(tensor, bdim, axis, size):
         return None
     if bdim is None:
         tensor = tensor.unsqueeze(axis + 1)
-        return tensor.expand(*tensor.shape[:axis + 1], size, *tensor.shape[axis + 2:]).flatten(axis, axis + 1)
-    return tensor.movedim(bdim, axis + 1).flatten(axis, axis + 1)
+        tensor = tensor.expand(*tensor.shape[:axis + 1], size, *tensor.shape[axis + 2:])
+    else:
+        tensor = tensor.movedim(bdim, axis + 1)
+    return tensor.flatten(axis, axis + 1)
 
 
 def _unfold(tensor, axis, size):
