@@ -1,17 +1,20 @@
 """Fixtures of the pytest-benchmark suite (benchmarks/test_rnn_speed.py).
 
-Why: pytest-benchmark times one function at a time, so what the protocol needs around it
-lives here: the BLAS threads are fixed for the whole session (FASTRNN_BENCH_THREADS, default
-1) and every result carries the machine, the libraries and the BLAS kernels in its
-``extra_info``. Shapes come from FASTRNN_BENCH_SHAPES (small | deepbench | all, default
-small); with ``--benchmark-disable`` (the CI smoke run) only the two toy shapes run, once.
-The backends and their timed calls are the ones ``python -m fastrnn bench`` uses.
+Why: pytest-benchmark times one function at a time, so what the protocol needs around it lives
+here, borrowed from ``python -m fastrnn bench``: every engine gets the same threads for the
+whole session (FASTRNN_BENCH_THREADS, default 1; the bench's prepare_threads), each engine is
+checked against fastrnn on each shape before it is timed, and every result carries the machine,
+the libraries and the BLAS kernels in its ``extra_info``. Shapes come from FASTRNN_BENCH_SHAPES
+(small | deepbench | all, default small); with ``--benchmark-disable`` (the CI smoke run) only
+the two toy shapes run, once each.
 """
 import os
 
 import pytest
 
-from fastrnn import bench
+from fastrnn.bench import agreement, machine, shapes
+from fastrnn.bench.engines import BY_NAME, Skip
+from fastrnn.bench.run import prepare_threads, select_engines
 
 THREADS = int(os.environ.get("FASTRNN_BENCH_THREADS", "1"))
 SHAPES = os.environ.get("FASTRNN_BENCH_SHAPES", "small")
@@ -20,33 +23,55 @@ SHAPES = os.environ.get("FASTRNN_BENCH_SHAPES", "small")
 def pytest_generate_tests(metafunc):
     if "shape" in metafunc.fixturenames:
         disabled = metafunc.config.getoption("benchmark_disable", False)
-        shapes = bench.SHAPE_SETS["tiny" if disabled else SHAPES]
-        metafunc.parametrize("shape", shapes, ids=[s.label for s in shapes], scope="module")
+        shape_list = shapes.SHAPE_SETS["tiny" if disabled else SHAPES]
+        metafunc.parametrize("shape", shape_list, ids=[s.label for s in shape_list],
+                             scope="module")
+    if "latency_shape" in metafunc.fixturenames:
+        metafunc.parametrize("latency_shape", shapes.LATENCY,
+                             ids=[s.label for s in shapes.LATENCY], scope="module")
 
 
 @pytest.fixture(scope="session")
-def availability():
-    """{backend: None or why it cannot run here}."""
-    return bench.backend_availability(list(bench.BACKENDS))
+def unavailable():
+    """{engine: why it cannot run here}, after the runnable ones got their threads."""
+    runnable, reasons = select_engines(list(BY_NAME))
+    prepare_threads(runnable, THREADS)
+    return reasons
 
 
 @pytest.fixture(scope="session")
-def machine(availability):
-    """Fixes the threads once, then describes what the benchmarks run on."""
-    runnable = [name for name, reason in availability.items() if reason is None]
-    bench.set_threads(THREADS, runnable)
-    return {"threads": THREADS, "cpu": bench.cpu_name(), "libraries": bench.library_versions(),
-            "blas": bench.blas_description(runnable)}
+def machine_info(unavailable):
+    return {"threads": THREADS, "cpu": machine.cpu_name(), "libraries": machine.library_versions(),
+            "blas": machine.blas_description()}
+
+
+def _problem(shape):
+    problem = agreement.make_problem(shape)
+    return problem, agreement.expected_results(problem)
 
 
 @pytest.fixture(scope="module")
-def inputs(shape):
-    """Weights, input and output gradient of one shape, shared by every backend."""
-    return bench.shape_inputs(shape)
+def problem(shape):
+    return _problem(shape)
 
 
-@pytest.fixture
-def runner(shape, backend, inputs, availability, machine):
-    if availability[backend] is not None:
-        pytest.skip(f"{backend}: {availability[backend]}")
-    return bench.make_runner(backend, shape, *inputs)
+@pytest.fixture(scope="module")
+def latency_problem(latency_shape):
+    return _problem(latency_shape)
+
+
+@pytest.fixture(scope="session")
+def checked_runner(unavailable):
+    """checked_runner(engine, (problem, expected)): the engine's runner on this problem,
+    checked against fastrnn, or a skip saying why there is none."""
+    def make(engine_name, problem_and_expected):
+        if engine_name in unavailable:
+            pytest.skip(f"{engine_name}: {unavailable[engine_name]}")
+        problem, expected = problem_and_expected
+        try:
+            runner = BY_NAME[engine_name].make_runner(problem)
+            agreement.check_agreement(runner.results(), expected)
+        except Skip as exc:
+            pytest.skip(f"{engine_name}: {exc}")
+        return runner
+    return make

@@ -1,24 +1,59 @@
-"""pytest-benchmark suite: every backend on every shape, forward (inference: nothing kept for
-backward) and forward + backward, one benchmark group per shape.
+"""pytest-benchmark suite: every engine on every shape, forward (inference, grad off) and
+forward + backward, one benchmark group per shape; the limit (the shape's matrix products
+alone) as one more entry of each group; and the latency shapes (T=1, T=16 at B=1).
 
-    pytest benchmarks                                  # the small shapes, 1 BLAS thread
+    pytest benchmarks                                  # the small shapes, 1 thread
     FASTRNN_BENCH_SHAPES=deepbench FASTRNN_BENCH_THREADS=2 pytest benchmarks
     pytest benchmarks --benchmark-disable -q           # CI smoke run: toy shapes, once each
 
-For ratios measured the way the project reports them (one process, backends alternating,
-sgemm ceiling alongside), use ``python -m fastrnn bench``.
+For ratios measured the way the project reports them (one process, engines alternating, the
+limit alongside), use ``python -m fastrnn bench``.
 """
 import pytest
 
-from fastrnn import bench
+from fastrnn.bench import limit, shapes
+from fastrnn.bench.engines import ENGINES
+from fastrnn.bench.timing import MODES, timed_calls
+
+THROUGHPUT = [e.name for e in ENGINES if "throughput" in e.sections]
+LATENCY = [e.name for e in ENGINES if "latency" in e.sections]
 
 
-@pytest.mark.parametrize("mode", bench.MODES)
-@pytest.mark.parametrize("backend", bench.BACKENDS)
-def test_rnn(benchmark, shape, backend, mode, runner, machine):
-    benchmark.group = shape.label
-    benchmark.name = f"{backend} {mode.replace('_', '+')}"
-    benchmark.extra_info.update(machine)
-    benchmark.extra_info.update(shape=shape.label, backend=backend, mode=mode,
-                                flops=shape.flops(mode))
-    benchmark(getattr(runner, mode))
+def run_benchmark(benchmark, runner, mode):
+    calls = timed_calls(runner)
+    if mode not in calls:
+        pytest.skip(f"the engine has no {mode.replace('_', ' + ')}")
+    call, context = calls[mode]
+    with context():
+        benchmark(call)
+
+
+def describe(benchmark, machine_info, group, name, **extra):
+    benchmark.group, benchmark.name = group, name
+    benchmark.extra_info.update(machine_info)
+    benchmark.extra_info.update(extra)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("engine", THROUGHPUT)
+def test_throughput(benchmark, shape, engine, mode, problem, checked_runner, machine_info):
+    runner = checked_runner(engine, problem)
+    describe(benchmark, machine_info, shape.label, f"{engine} {mode.replace('_', '+')}",
+             shape=shape.label, engine=engine, mode=mode, flops=shapes.flops(shape, mode))
+    run_benchmark(benchmark, runner, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_limit(benchmark, shape, mode, machine_info):
+    describe(benchmark, machine_info, shape.label, f"limit {mode.replace('_', '+')}",
+             shape=shape.label, engine="limit", mode=mode, how=limit.HOW)
+    run_benchmark(benchmark, limit.make_runner(shape), mode)
+
+
+@pytest.mark.parametrize("engine", LATENCY)
+def test_latency(benchmark, latency_shape, engine, latency_problem, checked_runner,
+                 machine_info):
+    runner = checked_runner(engine, latency_problem)
+    describe(benchmark, machine_info, f"latency {latency_shape.label}", engine,
+             shape=latency_shape.label, engine=engine, mode="forward")
+    run_benchmark(benchmark, runner, "forward")

@@ -1,10 +1,16 @@
-/* The per-time-step product of the float32 RNN kernels, with the activation fused into it.
+/* The float32 products of the RNN kernels, with the activation fused into them.
+ *
+ *     C[M, N] = epilogue(C + A[M, K] . B[K, N])        (epilogues: STEP_* below)
  *
  * Why not sgemm: each time step multiplies a few rows (the batch) by the same H x H matrix.
  * A BLAS call repacks that matrix on every call and pays its call overhead T times; at B=1 and
  * small H the overhead is most of the step. Here W_hh is packed ONCE per layer-direction call
  * into column panels; each step then runs register tiles over the panels and applies the
  * activation (forward) or its derivative (backward) to the tile while it is still in cache.
+ * The same packed-panel product serves the products too small to be worth a (possibly
+ * threaded) BLAS call: the input projection, dX and grad_h0 of small layers. `rank_k_update`
+ * computes the weight gradients of small layers in place, and `direct_gemm` skips packing
+ * altogether for calls with so few rows that packing would cost more than it saves.
  *
  * Why the variants: a portable build cannot assume AVX-512 or AVX2, and `-march=native` would
  * tie the wheel to the build machine. The same plain C (GCC vector extensions, which the
@@ -20,26 +26,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { STEP_PLAIN = 0, STEP_TANH = 1, STEP_RELU = 2, STEP_TANH_GRAD = 3, STEP_RELU_GRAD = 4 };
+#include "activations.h"
 
-/* tanh(x) ~ x P(x^2) / Q(x^2) on |x| <= TANH_CLAMP, fitted for this project by iterated weighted
- * least squares on relative error (max 3.1e-7 relative in float32, about 5 ulp); Q >= 1 on the
- * range, so there is no pole. Beyond the clamp float32 tanh rounds to +-1. Branch-free, so loops
- * over it vectorise (libm's scalar tanhf costs more than the product it follows). */
-static inline float tanh_f32(float v)
-{
-    const float clamp = 7.90531110763549805f;
-    const float p0 = 9.999999984e-01f, p1 = 1.312633455e-01f, p2 = 3.151615143e-03f;
-    const float p3 = 1.166729047e-05f, p4 = -2.242689466e-08f, p5 = 6.428730564e-11f;
-    const float p6 = -1.176104782e-13f;
-    const float q1 = 4.645966619e-01f, q2 = 2.468386526e-02f, q3 = 2.616320310e-04f;
-    float s;
-    v = v > clamp ? clamp : v;
-    v = v < -clamp ? -clamp : v;
-    s = v * v;
-    return v * (p0 + s * (p1 + s * (p2 + s * (p3 + s * (p4 + s * (p5 + s * p6))))))
-        / (1.0f + s * (q1 + s * (q2 + s * q3)));
-}
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+/* What a product does with C after the sums S = A . B of a tile are ready. */
+enum {
+    STEP_PLAIN = 0,      /* C = C + S                                                         */
+    STEP_TANH = 1,       /* C = tanh(C + S)                 (forward step, tanh)              */
+    STEP_RELU = 2,       /* C = relu(C + S)                 (forward step, relu)              */
+    STEP_TANH_GRAD = 3,  /* C = (C + S) * (1 - H^2)         (backward step, H = the outputs)  */
+    STEP_RELU_GRAD = 4,  /* C = (C + S) * (H > 0)                                             */
+    STEP_ASSIGN = 5      /* C = S                           (C is not read)                   */
+};
 
 /* ---- the variants ------------------------------------------------------------------------ */
 #define SUFFIX generic
@@ -94,26 +95,42 @@ static inline float tanh_f32(float v)
 #endif
 
 /* ---- dispatch ---------------------------------------------------------------------------- */
-typedef void (*step_gemm_fn)(int, int, int, const float *, ptrdiff_t, const float *, float *,
-                             ptrdiff_t, int, const float *, ptrdiff_t, int, int);
-typedef void (*epilogue_fn)(int, int, float *, ptrdiff_t, int, const float *, ptrdiff_t);
-typedef void (*rank_k_fn)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
-                          float *, ptrdiff_t, int, int);
+/* The functions of one variant; their arguments are documented in step_gemm_impl.h. */
+typedef void (*step_gemm_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a,
+                             ptrdiff_t lda, const float *packed, float *c, ptrdiff_t ldc,
+                             int epilogue, const float *h, ptrdiff_t ldh, ptrdiff_t panel_begin,
+                             ptrdiff_t panel_end);
+typedef void (*rank_k_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a, ptrdiff_t lda,
+                          const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
+                          ptrdiff_t panel_begin, ptrdiff_t panel_end);
+typedef void (*epilogue_fn)(ptrdiff_t M, ptrdiff_t N, float *c, ptrdiff_t ldc, int epilogue,
+                            const float *h, ptrdiff_t ldh);
+typedef void (*pack_fn)(const float *w, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t N,
+                        int w_is_transposed, float *packed);
+typedef void (*direct_gemm_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a,
+                               ptrdiff_t lda, const float *w, ptrdiff_t ldw, int w_is_transposed,
+                               float *c, ptrdiff_t ldc, int epilogue, const float *h,
+                               ptrdiff_t ldh);
 
 typedef struct {
     const char *name;
-    int panel_width;         /* NR: columns per packed panel */
+    ptrdiff_t panel_width;   /* NR: columns per packed panel */
     step_gemm_fn step_gemm;
-    epilogue_fn epilogue_only;
     rank_k_fn rank_k_update;
+    epilogue_fn epilogue_only;
+    direct_gemm_fn direct_gemm;
+    pack_fn pack_panels;     /* B into panels of panel_width (see step_gemm_impl.h) */
 } step_kernel;
 
 static const step_kernel step_kernels[] = {
 #ifdef FASTRNN_X86_VARIANTS
-    {"avx512", 32, step_gemm_avx512, epilogue_only_avx512, rank_k_update_avx512},
-    {"avx2", 16, step_gemm_avx2, epilogue_only_avx2, rank_k_update_avx2},
+    {"avx512", 32, step_gemm_avx512, rank_k_update_avx512, epilogue_only_avx512,
+     direct_gemm_avx512, pack_panels_avx512},
+    {"avx2", 16, step_gemm_avx2, rank_k_update_avx2, epilogue_only_avx2, direct_gemm_avx2,
+     pack_panels_avx2},
 #endif
-    {"generic", 8, step_gemm_generic, epilogue_only_generic, rank_k_update_generic},
+    {"generic", 8, step_gemm_generic, rank_k_update_generic, epilogue_only_generic,
+     direct_gemm_generic, pack_panels_generic},
 };
 static const int n_step_kernels = sizeof(step_kernels) / sizeof(step_kernels[0]);
 static const step_kernel *active_step_kernel = NULL;
@@ -159,33 +176,9 @@ static int select_step_kernel(const char *name)
 
 /* ---- packing ----------------------------------------------------------------------------- */
 /* Floats in the packed form of a K x N matrix for panels `width` columns wide (zero padded). */
-static size_t packed_floats(int K, int N, int width)
+static size_t packed_floats(ptrdiff_t K, ptrdiff_t N, ptrdiff_t width)
 {
     return (size_t)((N + width - 1) / width) * (size_t)width * (size_t)K;
-}
-
-/* Packs B[K, N] into column panels of `width`: panel p holds B[k, p*width + j] at
- * [p][k][j], zero past column N. B is read from w: B[k, n] = w[n*ldw + k] when w_is_transposed
- * (w is the row-major [N, K] matrix, e.g. W_hh for h W_hh^T), else w[k*ldw + n]. */
-static void pack_panels(const float *w, ptrdiff_t ldw, int K, int N, int w_is_transposed,
-                        int width, float *packed)
-{
-    int p, k, j;
-    for (p = 0; p * width < N; p++) {
-        float *panel = packed + (ptrdiff_t)p * K * width;
-        const int columns = N - p * width < width ? N - p * width : width;
-        if (columns < width) memset(panel, 0, (size_t)K * width * sizeof(float));
-        if (w_is_transposed) {          /* read each row of w once, in order */
-            for (j = 0; j < columns; j++) {
-                const float *row = w + (ptrdiff_t)(p * width + j) * ldw;
-                for (k = 0; k < K; k++) panel[(ptrdiff_t)k * width + j] = row[k];
-            }
-        } else {
-            for (k = 0; k < K; k++)
-                memcpy(panel + (ptrdiff_t)k * width, w + (ptrdiff_t)k * ldw + p * width,
-                       (size_t)columns * sizeof(float));
-        }
-    }
 }
 
 /* 64-byte aligned buffer for a packed matrix (free with free()); NULL when out of memory. */

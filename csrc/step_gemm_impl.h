@@ -1,10 +1,13 @@
-/* One instruction-set variant of the recurrent-step product; included by step_gemm.h once per
+/* One instruction-set variant of the float32 step products; included by step_gemm.h once per
  * variant (a C "template"): the includer defines
  *     SUFFIX  name suffix of the functions made here         (e.g. avx512)
  *     VW      floats per SIMD vector                          (16 for AVX-512)
  *     NV      vectors per row of a packed panel, NR = NV*VW   (panel width in columns)
  *     MR      rows of C a register tile holds                 (MR*NV accumulators)
  * and wraps the include in a target pragma, so the plain C below is compiled for that ISA.
+ *
+ * Every product here is   C[M, N] = epilogue(C + A[M, K] . B[K, N])   (see the STEP_* epilogues
+ * in step_gemm.h), with sizes and strides in 64 bits.
  *
  * The tile keeps MR x NR sums in registers while it walks the whole K dimension: per k it loads
  * NV vectors of the packed panel once and broadcasts one element of each of the MR rows of A.
@@ -26,18 +29,13 @@ static inline FN(vec) FN(select)(FN(mask) mask, FN(vec) a, FN(vec) b)
     return (FN(vec))(((FN(mask))a & mask) | ((FN(mask))b & ~mask));
 }
 
-/* tanh_f32 (step_gemm.h) on a whole vector: the same formula, clamp and operation order. */
+/* tanh_f32 (activations.h) on a whole vector: the same expression, clamp and operation order. */
 static inline FN(vec) FN(tanh_vec)(FN(vec) v)
 {
-    const FN(vec) one = (FN(vec)){0} + 1.0f, clamp = one * 7.90531110763549805f;
-    FN(vec) s;
+    const FN(vec) clamp = (FN(vec)){0} + TANH_CLAMP;
     v = FN(select)(v > clamp, clamp, v);
     v = FN(select)(v < -clamp, -clamp, v);
-    s = v * v;
-    return v * (9.999999984e-01f + s * (1.312633455e-01f + s * (3.151615143e-03f
-           + s * (1.166729047e-05f + s * (-2.242689466e-08f + s * (6.428730564e-11f
-           + s * -1.176104782e-13f))))))
-        / (one + s * (4.645966619e-01f + s * (2.468386526e-02f + s * 2.616320310e-04f)));
+    return TANH_RATIONAL(v, v * v);
 }
 
 /* One full row of a tile: c[0:NR] = epilogue(c + sums), in registers (h: [NR] or NULL). */
@@ -48,7 +46,7 @@ static inline __attribute__((always_inline)) void FN(store_row)(
     const FN(vec) *hv = (const FN(vec) *)h, zero = {0};
     int v;
     for (v = 0; v < NV; v++) {
-        FN(vec) r = cv[v] + sums[v];
+        FN(vec) r = epilogue == STEP_ASSIGN ? sums[v] : cv[v] + sums[v];
         switch (epilogue) {
         case STEP_TANH: r = FN(tanh_vec)(r); break;
         case STEP_RELU: r = FN(select)(r <= zero, zero, r); break;   /* NaN passes */
@@ -60,22 +58,24 @@ static inline __attribute__((always_inline)) void FN(store_row)(
     }
 }
 
-/* Applies the epilogue to one row of n floats of C (h: the matching row of the layer output). */
-static void FN(epilogue_row)(float *restrict c, int n, int epilogue, const float *restrict h)
+/* Applies the epilogue's activation (or derivative) to one row of n floats of C (h: the
+ * matching row of the layer output). PLAIN and ASSIGN have none. */
+static void FN(epilogue_row)(float *restrict c, ptrdiff_t n, int epilogue,
+                             const float *restrict h)
 {
-    int j;
+    ptrdiff_t j;
     switch (epilogue) {
     case STEP_TANH:
         for (j = 0; j < n; j++) c[j] = tanh_f32(c[j]);
         break;
     case STEP_RELU:
-        for (j = 0; j < n; j++) c[j] = c[j] <= 0.0f ? 0.0f : c[j];   /* NaN passes, as np.maximum */
+        for (j = 0; j < n; j++) c[j] = relu_f32(c[j]);
         break;
     case STEP_TANH_GRAD:
-        for (j = 0; j < n; j++) c[j] = c[j] * (1.0f - h[j] * h[j]);
+        for (j = 0; j < n; j++) c[j] = tanh_grad_f32(c[j], h[j]);
         break;
     case STEP_RELU_GRAD:
-        for (j = 0; j < n; j++) c[j] = h[j] > 0.0f ? c[j] : 0.0f;
+        for (j = 0; j < n; j++) c[j] = relu_grad_f32(c[j], h[j]);
         break;
     default:
         break;
@@ -89,23 +89,24 @@ static void FN(epilogue_row)(float *restrict c, int n, int epilogue, const float
  * matrix used in place (the weight gradients' A^T B). With one or two rows the FMA chains are
  * too few to hide the FMA latency, so those tiles sum even and odd k separately. */
 static inline __attribute__((always_inline)) void FN(tile)(
-    const int mr, const int K,
+    const int mr, const ptrdiff_t K,
     const float *restrict a, const ptrdiff_t a_row, const ptrdiff_t a_k,
     const float *restrict b, const ptrdiff_t b_k,
     float *restrict c, const ptrdiff_t ldc,              /* [mr, ncols] rows ldc apart */
-    const int ncols, const int epilogue,
+    const ptrdiff_t ncols, const int epilogue,
     const float *restrict h, const ptrdiff_t ldh)        /* [mr, ncols] or NULL */
 {
     enum { SPLIT = 2 };
     const int split = mr <= 2 ? SPLIT : 1;
     FN(vec) acc[SPLIT][MR][NV];
-    int i, v, k, s;
+    int i, v, s;
+    ptrdiff_t k;
     for (s = 0; s < split; s++)
         for (i = 0; i < mr; i++)
             for (v = 0; v < NV; v++) acc[s][i][v] = (FN(vec)){0};
     for (k = 0; k + split <= K; k += split) {
         for (s = 0; s < split; s++) {
-            const FN(vec) *bk = (const FN(vec) *)(b + (ptrdiff_t)(k + s) * b_k);
+            const FN(vec) *bk = (const FN(vec) *)(b + (k + s) * b_k);
             for (i = 0; i < mr; i++) {
                 const float ai = a[i * a_row + (k + s) * a_k];
                 for (v = 0; v < NV; v++) acc[s][i][v] += ai * bk[v];
@@ -113,7 +114,7 @@ static inline __attribute__((always_inline)) void FN(tile)(
         }
     }
     for (; k < K; k++) {                                 /* odd K with a split tile */
-        const FN(vec) *bk = (const FN(vec) *)(b + (ptrdiff_t)k * b_k);
+        const FN(vec) *bk = (const FN(vec) *)(b + k * b_k);
         for (i = 0; i < mr; i++)
             for (v = 0; v < NV; v++) acc[0][i][v] += a[i * a_row + k * a_k] * bk[v];
     }
@@ -127,9 +128,9 @@ static inline __attribute__((always_inline)) void FN(tile)(
             FN(store_row)(ci, acc[0][i], epilogue, hi);
         } else {                                          /* the last, partial panel */
             float sums[NR];
-            int j;
+            ptrdiff_t j;
             memcpy(sums, acc[0][i], sizeof(sums));
-            for (j = 0; j < ncols; j++) ci[j] += sums[j];
+            for (j = 0; j < ncols; j++) ci[j] = epilogue == STEP_ASSIGN ? sums[j] : ci[j] + sums[j];
             FN(epilogue_row)(ci, ncols, epilogue, hi);
         }
     }
@@ -173,21 +174,22 @@ static inline __attribute__((always_inline)) void FN(tile)(
 
 /* C[M, N] = epilogue(C + A[M, K] . B[K, N]), B packed by pack_panels with this variant's NR,
  * for the column panels [panel_begin, panel_end) only (threads share a step by panels). */
-static void FN(step_gemm)(int M, int N, int K, const float *a, ptrdiff_t lda, const float *packed,
-                          float *c, ptrdiff_t ldc, int epilogue, const float *h, ptrdiff_t ldh,
-                          int panel_begin, int panel_end)
+static void FN(step_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a, ptrdiff_t lda,
+                          const float *packed, float *c, ptrdiff_t ldc, int epilogue,
+                          const float *h, ptrdiff_t ldh, ptrdiff_t panel_begin,
+                          ptrdiff_t panel_end)
 {
-    int p, i0;
+    ptrdiff_t p, i0;
     for (p = panel_begin; p < panel_end && p * NR < N; p++) {   /* panel outer: it stays in cache */
-        const int ncols = N - p * NR < NR ? N - p * NR : NR;
-        const float *panel = packed + (ptrdiff_t)p * K * NR;
+        const ptrdiff_t ncols = N - p * NR < NR ? N - p * NR : NR;
+        const float *panel = packed + p * K * NR;
         for (i0 = 0; i0 < M; i0 += MR) {
             const float *a_rows = a + i0 * lda;
             float *c_rows = c + i0 * ldc + p * NR;
             const float *h_rows = h ? h + i0 * ldh + p * NR : NULL;
 #define TILE_CALL(rows) FN(tile)(rows, K, a_rows, lda, 1, panel, NR, c_rows, ldc, ncols, \
                                  epilogue, h_rows, ldh)
-            SWITCH_ON_ROWS(M - i0 < MR ? M - i0 : MR)
+            SWITCH_ON_ROWS(M - i0 < MR ? (int)(M - i0) : MR)
 #undef TILE_CALL
         }
     }
@@ -199,33 +201,178 @@ static void FN(step_gemm)(int M, int N, int K, const float *a, ptrdiff_t lda, co
  * blocks of RANK_K_BLOCK rows so that the rows of A and B a block reads stay in L2 while
  * every tile of C uses them. */
 enum { FN(RANK_K_BLOCK) = 128 };
-static void FN(rank_k_update)(int M, int N, int K, const float *a, ptrdiff_t lda, const float *b,
-                              ptrdiff_t ldb, float *c, ptrdiff_t ldc, int panel_begin,
-                              int panel_end)
+static void FN(rank_k_update)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a,
+                              ptrdiff_t lda, const float *b, ptrdiff_t ldb, float *c,
+                              ptrdiff_t ldc, ptrdiff_t panel_begin, ptrdiff_t panel_end)
 {
-    int k0, p, i0;
+    ptrdiff_t k0, p, i0;
     for (k0 = 0; k0 < K; k0 += FN(RANK_K_BLOCK)) {
-        const int kc = K - k0 < FN(RANK_K_BLOCK) ? K - k0 : FN(RANK_K_BLOCK);
+        const ptrdiff_t kc = K - k0 < FN(RANK_K_BLOCK) ? K - k0 : FN(RANK_K_BLOCK);
         for (p = panel_begin; p < panel_end && p * NR < N; p++) {
-            const float *b_cols = b + (ptrdiff_t)k0 * ldb + p * NR;
+            const float *b_cols = b + k0 * ldb + p * NR;
             for (i0 = 0; i0 < M; i0 += MR) {
-                const float *a_cols = a + (ptrdiff_t)k0 * lda + i0;
+                const float *a_cols = a + k0 * lda + i0;
                 float *c_rows = c + i0 * ldc + p * NR;
 #define TILE_CALL(rows) FN(tile)(rows, kc, a_cols, 1, lda, b_cols, ldb, c_rows, ldc, NR, \
                                  STEP_PLAIN, NULL, 0)
-                SWITCH_ON_ROWS(M - i0 < MR ? M - i0 : MR)
+                SWITCH_ON_ROWS(M - i0 < MR ? (int)(M - i0) : MR)
 #undef TILE_CALL
             }
         }
     }
 }
 
-/* Applies the epilogue alone to C[M, N] (the step that has no product before it). */
-static void FN(epilogue_only)(int M, int N, float *c, ptrdiff_t ldc, int epilogue,
+/* Applies the epilogue alone to C[M, N] (rows that have no product before them). */
+static void FN(epilogue_only)(ptrdiff_t M, ptrdiff_t N, float *c, ptrdiff_t ldc, int epilogue,
                               const float *h, ptrdiff_t ldh)
 {
-    int i;
+    ptrdiff_t i;
     for (i = 0; i < M; i++) FN(epilogue_row)(c + i * ldc, N, epilogue, h ? h + i * ldh : NULL);
+}
+
+/* The sum of a vector's lanes: its 4-lane quarters added as vectors, then 4 scalars. */
+typedef float FN(quad) __attribute__((vector_size(4 * sizeof(float))));
+static inline float FN(lane_sum)(FN(vec) v)
+{
+    union { FN(vec) whole; FN(quad) quarter[VW / 4]; } lanes = {v};
+    FN(quad) sum = lanes.quarter[0];
+    int q;
+    for (q = 1; q < VW / 4; q++) sum += lanes.quarter[q];
+    return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+}
+
+/* dots[q] = sum over k < n of x[k] * y[q * ldy + k], for q < 4: four dot products that share
+ * the loads of x and run as independent FMA chains (the order of the additions differs from
+ * a plain loop). */
+static inline void FN(dot4)(const float *restrict x, const float *restrict y, ptrdiff_t ldy,
+                            ptrdiff_t n, float dots[4])
+{
+    FN(vec) acc[4] = {{0}};
+    ptrdiff_t k = 0;
+    int q;
+    for (; k + VW <= n; k += VW) {
+        const FN(vec) xk = *(const FN(vec) *)(x + k);
+        for (q = 0; q < 4; q++) acc[q] += xk * *(const FN(vec) *)(y + q * ldy + k);
+    }
+    for (q = 0; q < 4; q++) {
+        ptrdiff_t tail;
+        dots[q] = FN(lane_sum)(acc[q]);
+        for (tail = k; tail < n; tail++) dots[q] += x[tail] * y[q * ldy + tail];
+    }
+}
+
+/* Sum of x[k] * y[k] for k < n, on vectors. */
+static inline float FN(dot)(const float *restrict x, const float *restrict y, ptrdiff_t n)
+{
+    FN(vec) acc = {0};
+    float sum;
+    ptrdiff_t k = 0;
+    for (; k + VW <= n; k += VW) acc += *(const FN(vec) *)(x + k) * *(const FN(vec) *)(y + k);
+    sum = FN(lane_sum)(acc);
+    for (; k < n; k++) sum += x[k] * y[k];
+    return sum;
+}
+
+/* C[M, N] = epilogue(C + A[M, K] . op(W)) with W used in place, no packing: op(W) = W^T for a
+ * row-major W [N, K] (w_is_transposed: each entry is the dot product of two contiguous rows),
+ * else W itself, row-major [K, N] (register tiles over W's rows in place, as rank_k_update
+ * reads B; the columns past the last full panel are summed row by row).
+ * For calls with so few rows that packing W would cost more than their products. */
+static void FN(direct_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a, ptrdiff_t lda,
+                            const float *w, ptrdiff_t ldw, int w_is_transposed, float *c,
+                            ptrdiff_t ldc, int epilogue, const float *h, ptrdiff_t ldh)
+{
+    const ptrdiff_t full = N / NR * NR;      /* columns in whole panels */
+    ptrdiff_t i, i0, j, k, p;
+    if (w_is_transposed) {
+        for (i = 0; i < M; i++) {
+            float *restrict ci = c + i * ldc;
+            float dots[4];
+            int q;
+            if (epilogue == STEP_ASSIGN) memset(ci, 0, (size_t)N * sizeof(float));
+            for (j = 0; j + 4 <= N; j += 4) {
+                FN(dot4)(a + i * lda, w + j * ldw, ldw, K, dots);
+                for (q = 0; q < 4; q++) ci[j + q] += dots[q];
+            }
+            for (; j < N; j++) ci[j] += FN(dot)(a + i * lda, w + j * ldw, K);
+            FN(epilogue_row)(ci, N, epilogue, h ? h + i * ldh : NULL);
+        }
+        return;
+    }
+    for (p = 0; p < full; p += NR) {
+        for (i0 = 0; i0 < M; i0 += MR) {
+            const float *a_rows = a + i0 * lda;
+            float *c_rows = c + i0 * ldc + p;
+            const float *h_rows = h ? h + i0 * ldh + p : NULL;
+#define TILE_CALL(rows) FN(tile)(rows, K, a_rows, lda, 1, w + p, ldw, c_rows, ldc, NR, \
+                                 epilogue, h_rows, ldh)
+            SWITCH_ON_ROWS(M - i0 < MR ? (int)(M - i0) : MR)
+#undef TILE_CALL
+        }
+    }
+    for (i = 0; i < M && full < N; i++) {
+        float *restrict ci = c + i * ldc + full;
+        if (epilogue == STEP_ASSIGN) memset(ci, 0, (size_t)(N - full) * sizeof(float));
+        for (k = 0; k < K; k++) {
+            const float aik = a[i * lda + k];
+            const float *restrict wk = w + k * ldw + full;
+            for (j = 0; j < N - full; j++) ci[j] += aik * wk[j];
+        }
+        FN(epilogue_row)(ci, N - full, epilogue, h ? h + i * ldh + full : NULL);
+    }
+}
+
+/* The panel [K, NR] of B = W^T for W's rows `rows` [columns, K] (columns <= NR): the
+ * transposition, in 4x4 blocks on SSE (baseline on x86-64), element by element elsewhere. */
+static void FN(pack_transposed_panel)(const float *rows, ptrdiff_t ldw, ptrdiff_t K,
+                                      ptrdiff_t columns, float *panel)
+{
+    ptrdiff_t j = 0, k;
+#if defined(__SSE__)
+    for (; j + 4 <= columns; j += 4) {
+        const float *r0 = rows + j * ldw, *r1 = r0 + ldw, *r2 = r1 + ldw, *r3 = r2 + ldw;
+        for (k = 0; k + 4 <= K; k += 4) {
+            __m128 k0 = _mm_loadu_ps(r0 + k), k1 = _mm_loadu_ps(r1 + k);
+            __m128 k2 = _mm_loadu_ps(r2 + k), k3 = _mm_loadu_ps(r3 + k);
+            _MM_TRANSPOSE4_PS(k0, k1, k2, k3);
+            _mm_storeu_ps(panel + k * NR + j, k0);
+            _mm_storeu_ps(panel + (k + 1) * NR + j, k1);
+            _mm_storeu_ps(panel + (k + 2) * NR + j, k2);
+            _mm_storeu_ps(panel + (k + 3) * NR + j, k3);
+        }
+        for (; k < K; k++) {
+            panel[k * NR + j] = r0[k];
+            panel[k * NR + j + 1] = r1[k];
+            panel[k * NR + j + 2] = r2[k];
+            panel[k * NR + j + 3] = r3[k];
+        }
+    }
+#endif
+    for (; j < columns; j++)
+        for (k = 0; k < K; k++) panel[k * NR + j] = rows[j * ldw + k];
+}
+
+/* Packs B[K, N] into column panels of NR (packed_floats(K, N, NR) floats): panel p holds
+ * B[k, p*NR + j] at [p][k][j], zero past column N. B is read from w: B[k, n] = w[n*ldw + k]
+ * when w_is_transposed (w is the row-major [N, K] matrix, e.g. W_hh for h W_hh^T), else
+ * w[k*ldw + n]. */
+static void FN(pack_panels)(const float *w, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t N,
+                            int w_is_transposed, float *packed)
+{
+    ptrdiff_t p, k;
+    for (p = 0; p * NR < N; p++) {
+        float *panel = packed + p * K * NR;
+        const ptrdiff_t columns = N - p * NR < NR ? N - p * NR : NR;
+        if (columns < NR) memset(panel, 0, (size_t)K * NR * sizeof(float));
+        if (w_is_transposed)
+            FN(pack_transposed_panel)(w + p * NR * ldw, ldw, K, columns, panel);
+        else if (columns == NR)
+            for (k = 0; k < K; k++)
+                memcpy(panel + k * NR, w + k * ldw + p * NR, NR * sizeof(float));
+        else
+            for (k = 0; k < K; k++)
+                memcpy(panel + k * NR, w + k * ldw + p * NR, (size_t)columns * sizeof(float));
+    }
 }
 
 #undef SWITCH_ON_ROWS

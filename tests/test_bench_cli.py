@@ -1,164 +1,394 @@
-"""The benchmark command: its table, its JSON record, its chart, its errors, a torch-less run.
+"""``python -m fastrnn bench``: its outputs, its bookkeeping, the limit and the engines' checks.
 
-The command runs in a fresh interpreter on the two toy shapes (``--shapes tiny``) with one
-repeat and tiny samples, so these tests take seconds; what they check is the structure and
-the bookkeeping (FLOPs, speedups as ratios of the medians), not the speed.
+The command runs in a fresh interpreter on the two toy shapes (``--shapes tiny``), one repeat
+and tiny samples, so these tests take seconds; they check structure, arithmetic on the
+medians and agreement with fastrnn, never speed. Peers are tested when installed: torch
+(torch, fastrnn.torch), onnx + onnxruntime, jax; matplotlib for the chart.
 """
+import contextlib
+import csv
+import io
 import json
+import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from fastrnn import bench
+from fastrnn.bench import agreement, limit, report, run, shapes, timing
+from fastrnn.bench.engines import BY_NAME, Skip
 
+ENV = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}   # no fake GPU
 QUICK = ["--shapes", "tiny", "--repeats", "1", "--min-sample", "0.001", "--no-progress"]
 TORCHLESS = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['fastrnn'] + "
              "sys.argv[1:]; runpy.run_module('fastrnn', run_name='__main__')")
 
 
-def run_bench(args, without_torch=False):
-    """``python -m fastrnn bench ARGS``, the command the README gives."""
+def pin_to_one_cpu():
+    """What ``taskset -c N`` does: the protocol for single-thread figures (JAX unpinned uses
+    a second core's worth of time on toy shapes, and the bench rightly warns)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def run_bench(args, without_torch=False, pinned=False):
     command = [sys.executable] + (["-c", TORCHLESS] if without_torch else ["-m", "fastrnn"])
-    return subprocess.run(command + ["bench"] + args, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command + ["bench"] + args, capture_output=True, text=True,
+                          timeout=600, env=ENV, preexec_fn=pin_to_one_cpu if pinned else None)
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One quick run with every CPU backend, its stdout and its JSON record."""
-    pytest.importorskip("torch")
-    path = tmp_path_factory.mktemp("bench") / "bench.json"
-    done = run_bench(QUICK + ["--backends", "numpy,cpu,torch", "--json", str(path)])
+    """One run, pinned to one CPU, with every engine installed here, in every format."""
+    folder = tmp_path_factory.mktemp("bench")
+    paths = {fmt: folder / f"run{suffix}" for suffix, fmt in report.SUFFIXES.items()}
+    done = run_bench(QUICK + [arg for path in paths.values() for arg in ("-o", str(path))],
+                     pinned=True)
     assert done.returncode == 0, done.stderr
-    with open(path) as record:
-        return done.stdout, json.load(record)
+    return done.stdout, json.loads(paths["json"].read_text()), paths
 
 
-def test_table_has_every_column_and_a_row_per_shape_and_backend(quick_run):
-    stdout, _ = quick_run
+# ----------------------------------------------------------------------------- outputs
+def test_text_report_fits_100_columns(quick_run):
+    stdout, _, paths = quick_run
+    assert stdout == paths["text"].read_text()
+    assert max(len(line) for line in stdout.splitlines()) <= 100
+
+
+def test_text_report_has_a_row_per_shape_and_engine(quick_run):
+    stdout, record, _ = quick_run
     lines = stdout.splitlines()
-    header = next(line for line in lines if line.startswith("shape (T,B,I,H,L,bi)"))
-    for column in bench.TABLE_COLUMNS:
-        assert column in header
-    for shape in bench.TINY:
-        row = next(line for line in lines if line.startswith(shape.label))
-        assert row.split()[1] == "numpy"
-    assert sum(1 for line in lines if line.split()[:1] == ["sgemm"]) == len(bench.TINY)
-    assert sum(1 for line in lines if " cpu " in f" {line} ") == len(bench.TINY)
+    header = next(i for i, line in enumerate(lines) if line.startswith("shape T,B,I,H,L,dir"))
+    assert lines[header].split() == ["shape", "T,B,I,H,L,dir", "engine", "fwd", "ms", "rel",
+                                     "%lim", "f+b", "ms", "rel", "%lim"]
+    engine_column = lines[header].index("engine")
+    rows = lines[header + 1:header + 1 + sum(len(r["engines"]) for r in record["throughput"])]
+    engines = [name for r in record["throughput"] for name in r["engines"]]
+    assert [row[engine_column:].split()[0] for row in rows] == engines
+    assert [row.split()[0] for row in rows if not row.startswith(" ")] == \
+        [s.label for s in shapes.TINY]
+    for row in rows:
+        engine = row[engine_column:].split()[0]
+        assert ("fwd only" in row) == (engine == "onnxruntime")
 
 
-def test_header_names_cpu_threads_and_blas_kernels(quick_run):
-    stdout, record = quick_run
-    assert "1 BLAS thread(s)" in stdout
-    assert f"CPU: {record['machine']['cpu']}" in stdout
-    assert "fastrnn kernels: step kernel" in stdout and "coretype" in stdout
-    assert "torch's BLAS:" in stdout
+def test_header_names_machine_threads_blas_and_the_limit(quick_run):
+    stdout, record, _ = quick_run
+    assert stdout.startswith(f"fastrnn {record['libraries']['fastrnn']} bench: 1 thread(s)")
+    words = " ".join(stdout.split())
+    assert f"CPU: {record['machine']['cpu']}" in words
+    assert "BLAS: SciPy's (fastrnn's kernels) openblas" in words
+    assert "Limit: the shape's matrix products alone" in words
+    assert "Noise: the process ran" in words
+    assert "CPU time / wall time while timing" in words
 
 
-def test_json_records_machine_settings_libraries_and_blas(quick_run):
-    _, record = quick_run
-    assert record["schema"] == "fastrnn-bench/1"
+def test_json_records_settings_machine_libraries_and_threads(quick_run):
+    _, record, _ = quick_run
+    assert record["schema"] == run.SCHEMA
+    settings = record["settings"]
+    assert settings["threads"] == 1 and settings["repeats"] == 1
+    assert settings["sections"] == ["throughput", "latency"]
+    assert settings["engines"][0] == "fastrnn" and "fastrnn-numpy" not in settings["engines"]
     assert record["machine"]["cpu"] and record["machine"]["logical_cores"] >= 1
-    assert record["settings"] == {"shapes": "tiny", "threads": 1, "repeats": 1, "clock": "wall",
-                                  "dtype": "float32", "min_sample_s": 0.001, "settle_s": 0.0,
-                                  "backends": ["numpy", "cpu", "torch"]}
-    for library in ("python", "fastrnn", "numpy", "scipy", "threadpoolctl", "torch"):
-        assert record["libraries"][library]
-    kernels = record["blas"]["fastrnn_kernels (scipy)"]
-    assert kernels["num_threads"] == 1 and kernels["architecture"]
-    assert "coretype_choice" in kernels
-    assert all(library["num_threads"] == 1 for library in record["blas"]["all_loaded"])
-    assert record["blas"]["torch"]["num_threads"] == 1
-    assert record["blas"]["fastrnn_step_kernel"] in ("avx512", "avx2", "generic")
-    assert 0 < record["noise"]["median_cpu_share"] <= 1.5
+    if hasattr(os, "sched_setaffinity"):
+        assert len(record["machine"]["allowed_cpus"]) == 1            # the run was pinned
+    kernels_blas = [lib for lib in record["blas"]["libraries"] if lib["bundled_by"] == "scipy"]
+    assert kernels_blas and kernels_blas[0]["num_threads"] == 1 and kernels_blas[0]["coretype"]
+    assert all(lib["num_threads"] == 1 for lib in record["blas"]["libraries"])
+    fastrnn_entry = record["throughput"][0]["engines"]["fastrnn"]
+    assert fastrnn_entry["forward"]["threads_reported"] == [1]
+    assert record["thread_warnings"] == []
 
 
-def test_json_results_hold_every_median_and_consistent_ratios(quick_run):
-    _, record = quick_run
-    assert [r["shape"]["label"] for r in record["results"]] == [s.label for s in bench.TINY]
-    for result, shape in zip(record["results"], bench.TINY):
-        assert result["flops"] == {"forward": shape.forward_flops(),
-                                   "forward_backward": 3 * shape.forward_flops()}
-        assert result["sgemm"]["ceiling_gflops"] == max(result["sgemm"]["gflops"].values())
-        backends = result["backends"]
-        assert list(backends) == ["numpy", "cpu", "torch"]
-        for name, entry in backends.items():
-            for mode in bench.MODES:
-                assert entry[mode]["median_ms"] > 0 and len(entry[mode]["samples_ms"]) == 1
-                gflops = shape.flops(mode) / entry[mode]["median_ms"] / 1e6
-                assert entry["gflops"][mode] == pytest.approx(gflops)
-        cpu, numpy_, torch_ = backends["cpu"], backends["numpy"], backends["torch"]
-        for mode in bench.MODES:
-            assert cpu["speedup"]["over_numpy"][mode] == pytest.approx(
-                numpy_[mode]["median_ms"] / cpu[mode]["median_ms"])
-            assert cpu["speedup"]["over_torch"][mode] == pytest.approx(
-                torch_[mode]["median_ms"] / cpu[mode]["median_ms"])
-        assert "speedup" not in numpy_
+def test_json_ratios_are_the_ratios_of_the_medians(quick_run):
+    _, record, _ = quick_run
+    for result in record["throughput"]:
+        engines = result["engines"]
+        assert "fastrnn" in engines and "limit calls" not in engines   # subtracted, not shown
+        for name, entry in engines.items():
+            for mode, m in entry.items():
+                net = float(np.median(m["samples_ms"])) - m.get("calls_ms", 0.0)
+                assert m["median_ms"] == pytest.approx(net)
+                if name != "fastrnn":
+                    assert m["rel"] == pytest.approx(
+                        m["median_ms"] / engines["fastrnn"][mode]["median_ms"])
+                if name != "limit" and mode in engines["limit"]:
+                    assert m["share_of_limit"] == pytest.approx(
+                        engines["limit"][mode]["median_ms"] / m["median_ms"])
+    for result in record["latency"]:
+        assert [result["shape"]["T"], result["shape"]["B"]] in ([1, 1], [16, 1])
+        if "torch" in result["engines"]:
+            torch_ms = result["engines"]["torch"]["forward"]["median_ms"]
+            fastrnn_ms = result["engines"]["fastrnn"]["forward"]["median_ms"]
+            assert result["engines"]["fastrnn"]["forward"]["rel"] == \
+                pytest.approx(fastrnn_ms / torch_ms)
 
 
-def test_a_run_without_torch_says_torch_was_skipped(tmp_path):
-    path = tmp_path / "no_torch.json"
-    done = run_bench(QUICK + ["--json", str(path)], without_torch=True)
+def test_csv_has_one_row_per_engine_shape_and_mode(quick_run):
+    _, record, paths = quick_run
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert list(rows[0]) == list(report.CSV_FIELDS)
+    expected = [(section, r["shape"]["label"], name, mode, m["median_ms"])
+                for section in ("throughput", "latency") for r in record[section]
+                for name, entry in r["engines"].items() for mode, m in entry.items()]
+    assert [(row["section"], row["shape"], row["engine"], row["mode"]) for row in rows] == \
+        [e[:4] for e in expected]
+    assert [float(row["median_ms"]) for row in rows] == pytest.approx([e[4] for e in expected])
+
+
+def test_markdown_tables_are_well_formed(quick_run):
+    _, record, paths = quick_run
+    tables, previous = [], ""
+    for line in paths["markdown"].read_text().splitlines():
+        if line.startswith("|"):
+            if not previous.startswith("|"):
+                tables.append([])
+            tables[-1].append(line)
+        previous = line
+    assert len(tables) == 2                                   # throughput, latency
+    for table in tables:
+        widths = {line.count("|") - line.count("\\|") for line in table}
+        assert len(widths) == 1
+        assert set(table[1]) <= set("|-:")
+    throughput_rows = len(tables[0]) - 2
+    assert throughput_rows == sum(len(r["engines"]) for r in record["throughput"])
+
+
+@pytest.mark.parametrize("fmt, parse", [("json", json.loads),
+                                        ("csv", lambda t: list(csv.DictReader(io.StringIO(t))))])
+def test_stdout_in_another_format_parses(fmt, parse):
+    done = run_bench(QUICK + ["--engines", "fastrnn", "--sections", "throughput",
+                              "--format", fmt])
     assert done.returncode == 0, done.stderr
-    assert "torch: skipped (torch is not installed" in done.stdout
+    parsed = parse(done.stdout)
+    assert parsed
+
+
+def test_a_run_without_torch_says_torch_was_not_run(tmp_path):
+    path = tmp_path / "no_torch.json"
+    done = run_bench(QUICK + ["--engines", "fastrnn", "torch", "fastrnn.torch",
+                              "--json", str(path)], without_torch=True)
+    assert done.returncode == 0, done.stderr
+    assert "Not run: torch: torch is not installed" in done.stdout
     record = json.loads(path.read_text())
-    assert "torch" in record["skipped"] and "torch" not in record["settings"]["backends"]
-    for result in record["results"]:
-        assert "torch" not in result["backends"]
-        assert "over_torch" not in result["backends"]["cpu"]["speedup"]
-        assert "torch" not in result["sgemm"]["gflops"]
+    assert record["settings"]["engines"] == ["fastrnn"]
+    assert set(record["unavailable"]) == {"torch", "fastrnn.torch"}
+    assert all(set(r["engines"]) == {"fastrnn", "limit"} for r in record["throughput"])
+
+
+def test_custom_shapes_replace_the_set(tmp_path):
+    path = tmp_path / "custom.json"
+    done = run_bench(QUICK + ["--engines", "fastrnn", "--sections", "throughput",
+                              "--shape", "3,2,5,6", "--shape", "4,1,3,5,2,bi", "-o", str(path)])
+    assert done.returncode == 0, done.stderr
+    record = json.loads(path.read_text())
+    assert record["settings"]["shape_set"] == "custom"
+    assert "latency" not in record
+    assert [r["shape"]["label"] for r in record["throughput"]] == ["3,2,5,6,1,uni",
+                                                                    "4,1,3,5,2,bi"]
 
 
 def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
-    path = tmp_path / "speedups.png"
-    done = run_bench(QUICK + ["--backends", "numpy", "cpu", "--plot", str(path)])
+    path = tmp_path / "bench.png"
+    done = run_bench(QUICK + ["--engines", "fastrnn", "fastrnn-numpy", "--plot", str(path)])
     assert done.returncode == 0, done.stderr
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert path.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--backends", "numpy,tensorflow"], "unknown backend(s) ['tensorflow']"),
+    (["--engines", "fastrnn,tensorflow"], "unknown engine(s) tensorflow"),
+    (["--sections", "speed"], "unknown section(s) speed"),
     (["--threads", "0"], "--threads must be >= 1, got 0"),
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--clock", "cpu", "--threads", "2"], "--clock cpu adds up the time of all threads"),
     (["--shapes", "huge"], "invalid choice: 'huge'"),
     (["--settle", "-1"], "--settle must be >= 0, got -1.0"),
-    (["--shape", "10,2,8"], "expected T,B,I,H[,layers[,bi|no]], got '10,2,8'"),
+    (["--format", "xml"], "invalid choice: 'xml'"),
+    (["-o", "run.xml"], "cannot tell the format of 'run.xml'"),
+    (["--shape", "10,2,8"], "expected T,B,I,H[,layers[,bi|uni]], got '10,2,8'"),
     (["--shape", "10,2,8,0"], "sizes must be >= 1, got '10,2,8,0'"),
-    (["--shape", "10,2,8,8,1,yes"], "expected T,B,I,H[,layers[,bi|no]]"),
 ])
-def test_bad_arguments_are_refused_with_a_clear_message(args, message):
+def test_bad_options_are_one_line_and_exit_2(args, message):
     done = run_bench(args)
     assert done.returncode == 2
-    assert message in done.stderr
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    assert done.stderr.startswith("python -m fastrnn bench: error: ")
 
 
-def test_flop_count_of_a_stacked_bidirectional_shape():
-    shape = bench.Shape(50, 32, 128, 256, layers=2, bidirectional=True)
-    layer0 = 2 * (2 * 50 * 32 * 256 * (128 + 256))       # two directions, input 128
-    layer1 = 2 * (2 * 50 * 32 * 256 * (512 + 256))       # input: both directions' outputs
-    assert shape.forward_flops() == layer0 + layer1 == 1_887_436_800
-    assert shape.flops("forward_backward") == 3 * shape.forward_flops()
+# ----------------------------------------------------------------------------- shapes, limit
+def test_products_of_a_stacked_bidirectional_shape():
+    shape = shapes.Shape(3, 2, 5, 4, layers=2, bidirectional=True)
+    forward = [(p.kind, p.m, p.k, p.n, p.count) for p in shapes.forward_products(shape)]
+    layer0 = [("input projection", 6, 5, 4, 1), ("step", 2, 4, 4, 3)] * 2
+    layer1 = [("input projection", 6, 8, 4, 1), ("step", 2, 4, 4, 3)] * 2
+    assert forward == layer0 + layer1
+    backward = [(p.kind, p.m, p.k, p.n, p.count) for p in shapes.backward_products(shape)]
+    assert backward[:4] == [("step gradient", 2, 4, 4, 3), ("dX", 6, 4, 5, 1),
+                            ("dW_ih", 4, 6, 5, 1), ("dW_hh", 4, 6, 4, 1)]
+    assert backward[8:10] == [("step gradient", 2, 4, 4, 3), ("dX", 6, 4, 8, 1)]
+    # FLOPs: 2*T*B*H*(I_l + H) per layer-direction forward; backward twice that
+    assert shapes.flops(shape, "forward") == 2 * (2 * 6 * 4 * (5 + 4)) + 2 * (2 * 6 * 4 * (8 + 4))
+    assert shapes.flops(shape, "forward_backward") == 3 * shapes.flops(shape, "forward")
 
 
-def test_shape_sets_hold_the_issue_shapes():
-    labels = [s.label for s in bench.SHAPE_SETS["small"]]
-    assert labels == ["672,1,32,32,1,no", "96,1,64,64,1,no", "100,16,64,64,1,no",
-                      "100,32,256,256,1,no", "100,64,512,512,1,no", "50,32,128,256,2,bi"]
-    deepbench = {(s.T, s.B, s.I, s.H) for s in bench.SHAPE_SETS["deepbench"]}
+def _op(matrix, transposed):
+    return np.swapaxes(matrix, -1, -2) if transposed else matrix
+
+
+@pytest.mark.parametrize("product", [
+    shapes.Product("input projection", 6, 5, 4, trans_b=True),
+    shapes.Product("step", 2, 4, 4, count=3),
+    shapes.Product("dX", 6, 4, 5),
+    shapes.Product("dW_ih", 4, 6, 5, trans_a=True),
+    shapes.Product("step", 1, 3, 3, count=4, trans_b=True),
+])
+def test_each_limit_product_computes_op_a_times_op_b(product):
+    call = limit.ProductCall(product, np.random.default_rng(0))
+    call.run()
+    a, b = call.a.astype(np.float64), call.b.astype(np.float64)
+    want = np.matmul(_op(a, product.trans_a), _op(b, product.trans_b))
+    assert call.out.shape == ((product.count,) if product.count > 1 else ()) + \
+        (product.m, product.n)
+    np.testing.assert_allclose(call.out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_limit_runner_runs_exactly_the_shapes_products(monkeypatch):
+    ran = []
+    monkeypatch.setattr(limit.ProductCall, "_one_sgemm", lambda self: ran.append(self.product))
+    monkeypatch.setattr(limit.ProductCall, "_stacked_matmul",
+                        lambda self: ran.append(self.product))
+    shape = shapes.Shape(3, 2, 5, 4, layers=2, bidirectional=True)
+    runner = limit.make_runner(shape)
+    runner.forward()
+    assert ran == shapes.forward_products(shape)
+    ran.clear()
+    runner.forward_backward()
+    assert ran == shapes.products(shape, "forward_backward")
+
+
+def test_shape_sets_hold_the_design_shapes():
+    labels = [s.label for s in shapes.SHAPE_SETS["small"]]
+    assert labels == ["672,1,32,32,1,uni", "96,1,64,64,1,uni", "100,16,64,64,1,uni",
+                      "100,32,256,256,1,uni", "100,64,512,512,1,uni", "50,32,128,256,2,bi"]
+    deepbench = {(s.T, s.B, s.I, s.H) for s in shapes.SHAPE_SETS["deepbench"]}
     assert deepbench == {(50, b, h, h) for h in (1760, 2048, 2560) for b in (16, 32, 64, 128)}
-    assert bench.SHAPE_SETS["all"] == bench.SHAPE_SETS["small"] + bench.SHAPE_SETS["deepbench"]
+    assert [(s.T, s.B, s.I, s.H) for s in shapes.LATENCY] == [(1, 1, 64, 64), (16, 1, 64, 64)]
 
 
-def test_custom_shapes_replace_the_set(tmp_path):
-    path = tmp_path / "custom.json"
-    done = run_bench(QUICK + ["--backends", "cpu", "--shape", "3,2,5,6", "--shape", "4,1,3,5,2,bi",
-                              "--json", str(path)])
-    assert done.returncode == 0, done.stderr
-    record = json.loads(path.read_text())
-    assert record["settings"]["shapes"] == "custom"
-    shapes = [r["shape"] for r in record["results"]]
-    assert [s["label"] for s in shapes] == ["3,2,5,6,1,no", "4,1,3,5,2,bi"]
-    assert shapes[1]["layers"] == 2 and shapes[1]["bidirectional"] is True
+# ----------------------------------------------------------------------------- bookkeeping
+def _samples(*seconds):
+    return [timing.Sample(s, 1.0, 1) for s in seconds]
+
+
+def test_summarise_takes_medians_and_divides_them():
+    shape = shapes.Shape(4, 2, 3, 5)
+    samples = {("fastrnn", "forward"): _samples(2.0, 1.0, 9.0),      # median 2
+               ("torch", "forward"): _samples(6.0, 5.0, 7.0),        # median 6
+               ("limit", "forward"): _samples(1.0, 1.0, 1.0)}        # median 1
+    calls = {key: 10 for key in samples}
+    result = run.summarise(shape, samples, calls, run.throughput_reference, ("forward",))
+    assert result["fastrnn"]["forward"]["median_ms"] == 2000.0
+    assert "rel" not in result["fastrnn"]["forward"]
+    assert result["torch"]["forward"]["rel"] == 3.0
+    assert result["fastrnn"]["forward"]["share_of_limit"] == 0.5
+    assert result["torch"]["forward"]["share_of_limit"] == pytest.approx(1 / 6)
+    assert result["limit"]["forward"]["rel"] == 0.5
+    assert "share_of_limit" not in result["limit"]["forward"]
+    assert result["fastrnn"]["forward"]["gflops"] == pytest.approx(
+        shapes.flops(shape, "forward") / 2.0 / 1e9)
+
+
+@pytest.mark.parametrize("limit_s, net_ms, share", [
+    (10.0, 8000.0, 2.0),         # 10 s of products and calls, 2 s of calls: 8 s of products
+    (2.01, None, None),          # within 2% of the calls' cost: no limit, no share
+])
+def test_the_limit_is_net_of_its_calls_cost(limit_s, net_ms, share):
+    samples = {("fastrnn", "forward"): _samples(4.0), ("limit", "forward"): _samples(limit_s),
+               ("limit calls", "forward"): _samples(2.0)}
+    result = run.summarise(shapes.Shape(4, 2, 3, 5), samples, dict.fromkeys(samples, 1),
+                           run.throughput_reference, ("forward",))
+    assert "limit calls" not in result
+    assert result.get("limit", {}).get("forward", {}).get("median_ms") == net_ms
+    assert result["fastrnn"]["forward"].get("share_of_limit") == share
+    if net_ms is not None:
+        assert result["limit"]["forward"]["calls_ms"] == 2000.0
+
+
+def test_noise_counts_the_samples_another_process_cut_into():
+    cut = [timing.Sample(1.0, share, 1) for share in (1.0, 0.5, 0.99, 0.8)]
+    steady = [timing.Sample(seconds, 1.0, 1) for seconds in (1.0, 1.1, 0.8)]
+    result = run.noise([cut, steady], threads=1)
+    assert result["busy_samples"] == pytest.approx(2 / 7)
+    assert result["median_cpu_share"] == 1.0
+    assert result["median_spread"] == pytest.approx(0.05)     # medians 0 and 0.1
+
+
+def test_thread_warnings_name_the_engine_that_ran_too_many_threads():
+    entry = lambda cpu, threads: {"forward": {"cpu_per_wall": cpu, "threads_reported": threads}}
+    record = {"settings": {"threads": 1},
+              "throughput": [{"shape": {"label": "8,2,8,8,1,uni"},
+                              "engines": {"fastrnn": entry(1.0, [1]), "jax": entry(1.9, []),
+                                          "torch": entry(1.0, [2])}}]}
+    warnings = run.thread_warnings(record)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("jax used 1.90 CPUs per wall second")
+    assert warnings[0].endswith("pin the bench to 1 CPU(s) with taskset")
+    assert warnings[1].startswith("torch reported [2] threads")
+
+
+def test_a_sample_times_the_asked_number_of_calls():
+    counter = []
+    sample = timing.Clock("wall").sample(lambda: counter.append(1), 7, contextlib.nullcontext,
+                                         lambda: 3)
+    assert len(counter) == 7 and sample.threads == 3 and sample.seconds >= 0
+
+
+# ----------------------------------------------------------------------------- engines agree
+CASES = [shapes.Shape(7, 3, 5, 6), shapes.Shape(5, 2, 4, 3, layers=2, bidirectional=True)]
+PEERS = {"fastrnn": None, "fastrnn-numpy": None, "torch": "torch", "fastrnn.torch": "torch",
+         "onnxruntime": "onnxruntime", "jax": "jax"}
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[s.label for s in CASES])
+def problem(request):
+    problem = agreement.make_problem(request.param)
+    return problem, agreement.expected_results(problem)
+
+
+@pytest.mark.parametrize("engine", list(PEERS))
+def test_engine_agrees_with_fastrnn(engine, problem):
+    if PEERS[engine]:
+        pytest.importorskip(PEERS[engine])
+    if engine == "onnxruntime":
+        pytest.importorskip("onnx")
+    problem, expected = problem
+    results = BY_NAME[engine].make_runner(problem).results()
+    must = {"output", "h_n"} | ({"grad_input", "grad_weight_hh_l0"}
+                                if engine != "onnxruntime" else set())
+    assert must <= set(results)
+    name, error = agreement.worst_error(results, expected)
+    assert error < 1e-4, f"{engine}: {name} off by {error}"
+
+
+def test_a_wrong_engine_is_refused_with_the_array_it_got_wrong(problem):
+    problem, expected = problem
+    results = BY_NAME["fastrnn"].make_runner(problem).results()
+    results["h_n"] = results["h_n"] * 1.01
+    with pytest.raises(Skip, match="disagrees with fastrnn: h_n is off by 1.0e-02"):
+        agreement.check_agreement(results, expected)
+
+
+def test_the_step_runner_is_checked_like_any_engine(monkeypatch):
+    import fastrnn
+    problem = agreement.make_problem(shapes.LATENCY[1])
+    expected = agreement.expected_results(problem)
+    step_by_call = lambda layer, x_t, h: layer(x_t[None], h)[1]     # what step must return
+    monkeypatch.setattr(fastrnn.RNN, "step", step_by_call, raising=False)
+    agreement.check_agreement(BY_NAME["fastrnn.step"].make_runner(problem).results(), expected)
+    monkeypatch.setattr(fastrnn.RNN, "step", lambda layer, x_t, h: h, raising=False)
+    with pytest.raises(Skip, match="h_n"):
+        agreement.check_agreement(BY_NAME["fastrnn.step"].make_runner(problem).results(),
+                                  expected)

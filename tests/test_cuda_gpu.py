@@ -2,9 +2,10 @@
 (tests/conftest.py; skipped everywhere else, CI included).
 
 What only hardware can show: the core issue's full grid of layer options against the NumPy
-reference, shapes that run the grid-barrier kernel on many blocks at once (cooperative launch
-at full size, W_hh slices on and off chip), parity with torch's cuDNN RNN in exact fp32, and
-device arrays from CuPy and torch going in and out without copies.
+reference, with and without ragged ``lengths``; shapes that run the grid-barrier kernel on many
+blocks at once (cooperative launch at full size, W_hh slices on and off chip), equal and ragged;
+parity with torch's cuDNN RNN in exact fp32, padded and packed; and device arrays from CuPy and
+torch going in and out without copies (ragged batches too).
 """
 import itertools
 import os
@@ -15,6 +16,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import backend_status
+from cuda_helpers import device_pointer, forbid_host_copies
 from helpers import assert_close, random_array
 
 
@@ -42,16 +44,19 @@ def host(a):
     return backend.ARRAYS.to_host(a) if backend.ARRAYS.is_device_array(a) else np.asarray(a)
 
 
-def device_pointer(a):
-    return a.__cuda_array_interface__["data"][0]
+def ragged_lengths(rng, batch, steps):
+    """Lengths 1..steps in a shuffled order, the longest being ``steps``."""
+    lengths = rng.integers(1, steps + 1, batch)
+    lengths[rng.integers(batch)] = steps
+    return lengths
 
 
-def compare_with_reference(layer_kwargs, x, hx, dtype, grad_h_n=True, seed=0):
+def compare_with_reference(layer_kwargs, x, hx, dtype, grad_h_n=True, seed=0, lengths=None):
     """Forward and backward on 'numpy' and 'cuda' layers with the same parameters."""
     rng = np.random.default_rng(seed)
     ref = fastrnn.RNN(backend="numpy", seed=1, dtype=dtype, **layer_kwargs)
     dev = fastrnn.RNN(backend="cuda", seed=1, dtype=dtype, **layer_kwargs)
-    expected, actual = ref(x, hx), dev(x, hx)
+    expected, actual = ref(x, hx, lengths=lengths), dev(x, hx, lengths=lengths)
     for e, a in zip(expected, actual):
         assert_close(host(a), e, dtype, RTOL[dtype])
     grad_out = random_array(rng, expected[0].shape, dtype)
@@ -62,21 +67,23 @@ def compare_with_reference(layer_kwargs, x, hx, dtype, grad_h_n=True, seed=0):
         assert_close(host(dev.grads[name]), expected_grad, dtype, RTOL[dtype])
 
 
+@pytest.mark.parametrize("ragged", [False, True])
 @pytest.mark.parametrize("with_hx", [False, True])
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,bias,nonlinearity,dtype",
                          list(itertools.product([1, 2, 3], [False, True], [False, True],
                                                 [True, False], ["tanh", "relu"],
                                                 ["float32", "float64"])))
 def test_full_grid_matches_reference(num_layers, bidirectional, batch_first, bias, nonlinearity,
-                                     dtype, with_hx):
+                                     dtype, with_hx, ragged):
     rng = np.random.default_rng(0)
-    T, B, I, H = 5, 3, 4, 6
+    T, B, I, H = 5, 4, 4, 6
     directions = 2 if bidirectional else 1
     x = random_array(rng, (B, T, I) if batch_first else (T, B, I), dtype)
     hx = random_array(rng, (num_layers * directions, B, H), dtype) if with_hx else None
+    lengths = np.array([3, 5, 1, 3]) if ragged else None      # unsorted, a tie, a length of 1
     compare_with_reference(dict(input_size=I, hidden_size=H, num_layers=num_layers,
                                 bidirectional=bidirectional, batch_first=batch_first, bias=bias,
-                                nonlinearity=nonlinearity), x, hx, dtype)
+                                nonlinearity=nonlinearity), x, hx, dtype, lengths=lengths)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -120,6 +127,7 @@ def test_small_launches_do_not_warn():
         layer.backward(np.ones_like(out))
 
 
+@pytest.mark.parametrize("ragged", [False, True])
 @pytest.mark.parametrize("T,B,I,H,dtype,strategy,on_chip", [
     (20, 4, 16, 32, "float32", "rows", None),
     (10, 300, 8, 32, "float32", "rows", None),      # 38 blocks of 8 batch rows
@@ -130,14 +138,16 @@ def test_small_launches_do_not_warn():
     (8, 16, 16, 1024, "float64", "grid", False),
     (6, 64, 32, 2560, "float32", "grid", None),
 ])
-def test_strategies_at_full_grid_size(monkeypatch, T, B, I, H, dtype, strategy, on_chip):
+def test_strategies_at_full_grid_size(monkeypatch, T, B, I, H, dtype, strategy, on_chip, ragged):
     plans = []
     run = backend._run_recurrence
     monkeypatch.setattr(backend, "_run_recurrence", lambda *args: plans.append(run(*args)))
     rng = np.random.default_rng(3)
     x = random_array(rng, (T, B, I), dtype)
+    hx = random_array(rng, (1, B, H), dtype)
+    lengths = ragged_lengths(rng, B, T) if ragged else None
     with backend.forced_recurrence(strategy, on_chip):
-        compare_with_reference(dict(input_size=I, hidden_size=H), x, None, dtype)
+        compare_with_reference(dict(input_size=I, hidden_size=H), x, hx, dtype, lengths=lengths)
     assert len(plans) == 2 and all(plan.strategy == strategy for plan in plans)
     if on_chip is not None:
         assert all(plan.weights_on_chip == on_chip for plan in plans)
@@ -156,12 +166,15 @@ def torch_cuda():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+@pytest.mark.parametrize("lengths", [None, [4, 9, 1, 7, 9, 2]])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first):
+def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first, lengths):
+    """fastrnn.RNN against cuDNN on the same batch: padded, or packed from unsorted lengths."""
     torch = torch_cuda
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
     torch.manual_seed(0)
-    T, B, I, H = 7, 5, 12, 48
+    T, B, I, H = 9, 6, 12, 48
     reference = torch.nn.RNN(I, H, num_layers=2, nonlinearity=nonlinearity, bidirectional=True,
                              batch_first=batch_first).cuda()
     layer = fastrnn.RNN(I, H, num_layers=2, nonlinearity=nonlinearity, bidirectional=True,
@@ -169,8 +182,16 @@ def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first):
     layer.load_state_dict({k: v.detach().cpu().numpy() for k, v in reference.state_dict().items()})
     x = torch.randn((B, T, I) if batch_first else (T, B, I), device="cuda", requires_grad=True)
     hx = torch.randn(4, B, H, device="cuda", requires_grad=True)
-    expected_out, expected_hn = reference(x, hx)
-    out, h_n = layer(x.detach(), hx.detach())         # auto: a CUDA tensor picks 'cuda'
+    if lengths is None:
+        expected_out, expected_hn = reference(x, hx)
+    else:
+        packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=batch_first,
+                                      enforce_sorted=False)
+        expected_packed, expected_hn = reference(packed, hx)
+        expected_out, _ = pad_packed_sequence(expected_packed, batch_first=batch_first,
+                                              total_length=T)
+    out, h_n = layer(x.detach(), hx.detach(),        # auto: a CUDA tensor picks 'cuda'
+                     lengths=None if lengths is None else np.array(lengths))
     assert backend.ARRAYS.is_device_array(out)
     grad_out, grad_hn = torch.randn_like(expected_out), torch.randn_like(expected_hn)
     torch.autograd.backward([expected_out, expected_hn], [grad_out, grad_hn])
@@ -181,27 +202,22 @@ def test_parity_with_torch_cudnn(torch_cuda, nonlinearity, batch_first):
         assert_close(host(actual), expected.detach().cpu().numpy(), "float32", RTOL["float32"])
 
 
-def forbid_host_copies(monkeypatch, device_array_type):
-    def no_host_copy(*args, **kwargs):
-        raise AssertionError("a host <-> device copy during a device-array call")
-    monkeypatch.setattr(numba_cuda, "to_device", no_host_copy)
-    monkeypatch.setattr(device_array_type, "copy_to_host", no_host_copy)
-
-
-def test_torch_tensors_in_and_out_without_copies(torch_cuda, monkeypatch):
+@pytest.mark.parametrize("lengths", [None, [5, 2, 4]])
+def test_torch_tensors_in_and_out_without_copies(torch_cuda, monkeypatch, lengths):
     torch = torch_cuda
     layer = fastrnn.RNN(6, 8, num_layers=2, bidirectional=True, seed=0)
     x = torch.randn(5, 3, 6, device="cuda")
     layer(x)                                            # parameters move to the device once
     forbid_host_copies(monkeypatch, type(numba_cuda.device_array(1)))
-    out, h_n = layer(x)
+    out, h_n = layer(x, lengths=lengths)
     grad_x, _ = layer.backward(torch.ones(5, 3, 16, device="cuda"))
-    assert device_pointer(layer._context.layers[0].layer_input) == x.data_ptr()
+    if lengths is None:
+        assert device_pointer(layer._context.x) == x.data_ptr()
     back_in_torch = torch.as_tensor(out, device="cuda")
     assert back_in_torch.data_ptr() == device_pointer(out)
     monkeypatch.undo()
     expected, _ = fastrnn.RNN(6, 8, num_layers=2, bidirectional=True, seed=0,
-                              backend="numpy")(x.cpu().numpy())
+                              backend="numpy")(x.cpu().numpy(), lengths=lengths)
     assert_close(back_in_torch.cpu().numpy(), expected, "float32", RTOL["float32"])
     assert grad_x.shape == (5, 3, 6)
 
@@ -213,7 +229,7 @@ def test_cupy_arrays_in_and_out_without_copies(monkeypatch):
     layer(x)
     forbid_host_copies(monkeypatch, type(numba_cuda.device_array(1)))
     out, h_n = layer(x)
-    assert device_pointer(layer._context.layers[0].layer_input) == x.data.ptr
+    assert device_pointer(layer._context.x) == x.data.ptr
     monkeypatch.undo()
     expected, _ = fastrnn.RNN(6, 8, seed=0, backend="numpy")(cupy.asnumpy(x))
     assert_close(cupy.asarray(out).get(), expected, "float32", RTOL["float32"])

@@ -1,10 +1,12 @@
 """The 'cuda' backend on tiny shapes against the NumPy reference, in CI under Numba's CUDA
 simulator (tests/conftest.py switches it on; with FASTRNN_TEST_REAL_GPU=1 they run on the GPU).
 
-The simulator runs Python threads, one block at a time, and its grid barrier only syncs one
-block: so the grid-barrier kernel runs here with ONE block, except at T=1 where no step reads
-another block's output. Launch sizes are kept small: the simulator costs ~1 ms per thread-step.
-The subprocess tests run real numba (no simulator): the kernels must type-check and lower for
+Two levels: the backend contract itself (packed inputs built here, ragged and equal lengths,
+both time-loop strategies) and the public layer with ``lengths=``. The simulator runs Python
+threads, one block at a time, and its grid barrier only syncs one block: so the grid-barrier
+kernel runs here with ONE block, except at T=1 where no step of the forward reads another
+block's output. Launch sizes are kept small: the simulator costs ~1 ms per thread-step.
+The subprocess tests run real numba (no simulator): every kernel must compile to PTX for
 sm_90, and the backend must explain why it cannot run where numba-cuda or a GPU is missing.
 """
 import json
@@ -18,6 +20,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import backend_status, reference
+from cuda_helpers import device_pointer, forbid_host_copies
 from helpers import assert_close, random_array
 
 CUDA_REASON = backend_status()["cuda"]
@@ -30,65 +33,80 @@ if CUDA_REASON is None:
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAGGED = (4, 3, 3, 1)            # sorted lengths: batch_sizes [4, 3, 3, 1], a tie, a length of 1
 
 
-def device_pointer(a):
-    """Address of a device array's first element (simulator device arrays are host memory)."""
-    if hasattr(a, "__cuda_array_interface__"):
-        return a.__cuda_array_interface__["data"][0]
-    return a.__array_interface__["data"][0]
+def batch_sizes_of(sorted_lengths):
+    lengths = np.asarray(sorted_lengths)
+    return np.array([(lengths > t).sum() for t in range(lengths.max())], dtype=np.int64)
 
 
-def layer_direction_inputs(rng, T, B, I, H, dtype, bias=True):
-    return dict(x=random_array(rng, (T, B, I), dtype), h0=random_array(rng, (B, H), dtype),
+def packed_inputs(rng, lengths, I, H, dtype, bias=True):
+    """Random arguments of one layer-direction over a packed batch of the given sorted lengths."""
+    batch_sizes = batch_sizes_of(lengths)
+    N, B = int(batch_sizes.sum()), len(lengths)
+    return dict(batch_sizes=batch_sizes, x=random_array(rng, (N, I), dtype),
+                h0=random_array(rng, (B, H), dtype),
                 w_ih=(0.5 * random_array(rng, (H, I), dtype)).astype(dtype),
                 w_hh=(0.5 * random_array(rng, (H, H), dtype)).astype(dtype),
-                bias=random_array(rng, H, dtype) if bias else None,
-                grad_out=random_array(rng, (T, B, H), dtype),
-                grad_hn=random_array(rng, (B, H), dtype))
+                b_ih=random_array(rng, H, dtype) if bias else None,
+                b_hh=random_array(rng, H, dtype) if bias else None,
+                grad_out=random_array(rng, (N, H), dtype), grad_hn=random_array(rng, (B, H), dtype))
+
+
+WEIGHTS = ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")
 
 
 def run_layer_direction(module, arrays, inputs, reverse, relu):
     """Forward + backward of one layer-direction through ``module``'s contract, with ``out`` and
-    ``grad_out`` the second half of [T, B, 2H] buffers and every gradient added to ones."""
-    T, B, H = inputs["grad_out"].shape
+    ``grad_out`` the second half of [N, 2H] buffers and every gradient added to ones."""
+    N, H = inputs["grad_out"].shape
     dtype = inputs["x"].dtype
-    dev = {name: None if value is None else arrays.asarray(value) for name, value in inputs.items()}
-    out_both = arrays.asarray(np.full((T, B, 2 * H), 7, dtype))
+    dev = {name: None if value is None or name == "batch_sizes" else arrays.asarray(value)
+           for name, value in inputs.items()}
+    batch_sizes = inputs["batch_sizes"]
+    out_both = arrays.asarray(np.full((N, 2 * H), 7, dtype))
     grad_out_both = arrays.asarray(np.concatenate([np.zeros_like(inputs["grad_out"]),
-                                                   inputs["grad_out"]], axis=2))
-    out, grad_out = out_both[:, :, H:], grad_out_both[:, :, H:]
-    module.rnn_forward(dev["x"], dev["h0"], dev["w_ih"], dev["w_hh"], dev["bias"], out,
-                       reverse, relu)
-    like = {"x": "x", "h0": "h0", "w_ih": "w_ih", "w_hh": "w_hh"}
-    like.update({"b_ih": "bias", "b_hh": "bias"} if inputs["bias"] is not None else {})
-    grads = {name: arrays.asarray(np.ones(inputs[source].shape, dtype))
-             for name, source in like.items()}
-    module.rnn_backward(dev["x"], dev["h0"], dev["w_ih"], dev["w_hh"], out, grad_out,
-                        dev["grad_hn"], reverse, relu, grads["x"], True, grads["h0"],
-                        grads["w_ih"], grads["w_hh"], grads.get("b_ih"), grads.get("b_hh"))
-    results = {name: arrays.to_host(value) for name, value in grads.items()}
-    results["out"] = arrays.to_host(out_both)
+                                                   inputs["grad_out"]], axis=1))
+    out, grad_out = out_both[:, H:], grad_out_both[:, H:]
+    h_n = arrays.asarray(np.full(inputs["h0"].shape, 7, dtype))
+    module.rnn_forward(*(dev[name] for name in WEIGHTS), batch_sizes, reverse, relu, out, h_n)
+    grads = {name: None if inputs[name] is None else arrays.asarray(np.ones_like(inputs[name]))
+             for name in WEIGHTS}
+    module.rnn_backward(dev["x"], dev["h0"], dev["w_ih"], dev["w_hh"], batch_sizes, reverse, relu,
+                        out, grad_out, dev["grad_hn"], grads["x"], True, grads["h0"],
+                        grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"])
+    results = {name: arrays.to_host(value) for name, value in grads.items() if value is not None}
+    results.update(out=arrays.to_host(out_both), h_n=arrays.to_host(h_n))
     return results
 
 
-def check_layer_direction(rng, T, B, I, H, dtype, reverse, relu, bias=True):
-    inputs = layer_direction_inputs(rng, T, B, I, H, dtype, bias)
+def check_layer_direction(rng, lengths, I, H, dtype, reverse, relu, bias=True):
+    inputs = packed_inputs(rng, lengths, I, H, dtype, bias)
     expected = run_layer_direction(reference, reference.ARRAYS, inputs, reverse, relu)
     actual = run_layer_direction(backend, backend.ARRAYS, inputs, reverse, relu)
-    assert np.all(actual["out"][:, :, :H] == 7), "the other half of the output buffer was touched"
+    assert np.all(actual["out"][:, :H] == 7), "the other half of the output buffer was touched"
+    assert set(actual) == set(expected)
     for name in expected:
         assert_close(actual[name], expected[name], dtype, RTOL[dtype])
 
 
-# shape (T, B, I, H): B*H = 24 gives one thread per output, B*H = 10 two threads per output
+def record_plans(monkeypatch):
+    """The list the plans of all later time-loop launches are appended to."""
+    plans, run = [], backend._run_recurrence
+    monkeypatch.setattr(backend, "_run_recurrence", lambda *args: plans.append(run(*args)))
+    return plans
+
+
+# (lengths, I, H): B*H = 32 gives one thread per output, B*H = 10 or 15 two threads per output
 @pytest.mark.parametrize("strategy,on_chip,relu,dtype,reverse,bias,shape", [
-    ("rows", None, False, "float32", False, True, (4, 3, 2, 8)),
-    ("rows", None, True, "float64", True, False, (3, 2, 3, 5)),
-    ("grid", True, False, "float64", True, True, (4, 3, 2, 8)),
-    ("grid", True, True, "float32", False, True, (3, 2, 3, 5)),
-    ("grid", False, False, "float32", True, False, (3, 2, 3, 5)),
-    ("grid", False, True, "float64", False, True, (2, 1, 1, 3)),
+    ("rows", None, False, "float32", False, True, (RAGGED, 2, 8)),
+    ("rows", None, True, "float64", True, False, (RAGGED, 3, 5)),
+    ("rows", None, False, "float64", True, True, ((3, 3), 3, 5)),
+    ("grid", True, False, "float64", True, True, (RAGGED, 2, 8)),
+    ("grid", True, True, "float32", False, True, ((3, 1, 1), 3, 5)),
+    ("grid", False, False, "float32", True, False, ((3, 2, 2), 3, 5)),
+    ("grid", False, True, "float64", False, True, ((2, 2, 2), 1, 3)),
 ])
 def test_layer_direction_matches_reference(monkeypatch, strategy, on_chip, relu, dtype, reverse,
                                            bias, shape):
@@ -99,17 +117,29 @@ def test_layer_direction_matches_reference(monkeypatch, strategy, on_chip, relu,
     assert all(plan.weights_on_chip == (on_chip is not False) for plan in plans)
 
 
-def record_plans(monkeypatch):
-    """The list the plans of all later time-loop launches are appended to."""
-    plans, run = [], backend._run_recurrence
-    monkeypatch.setattr(backend, "_run_recurrence", lambda *args: plans.append(run(*args)))
-    return plans
-
-
-def test_rows_kernel_with_one_block_per_batch_row(monkeypatch):
+@pytest.mark.parametrize("reverse", [False, True])
+def test_rows_kernel_with_one_block_per_batch_row(monkeypatch, reverse):
+    """Blocks whose rows have ended idle through the later steps, in both walks."""
     monkeypatch.setattr(backend, "ROW_OUTPUTS_PER_BLOCK", 1)     # 3 batch rows: 3 blocks
     assert backend.plan_recurrence(3, 4, 4, None).grid == (3, 1)
-    check_layer_direction(np.random.default_rng(1), 3, 3, 2, 4, "float32", False, False)
+    check_layer_direction(np.random.default_rng(1), (3, 2, 1), 2, 4, "float32", reverse, False)
+
+
+def test_ragged_weight_gradient_pairs_each_row_with_its_own_previous_state():
+    """previous_states: in a ragged batch row r's predecessor is not a fixed number of rows
+    earlier; each packed row must get its own sequence's previous state (or h0)."""
+    arrays, lengths = backend.ARRAYS, (3, 1, 1)          # batch_sizes [3, 1, 1]: offsets 0, 3, 4
+    out = np.arange(5 * 2, dtype=np.float64).reshape(5, 2)
+    h0 = -np.arange(1, 7, dtype=np.float64).reshape(3, 2)
+    expected = {False: out[[0, 0, 0, 0, 3]], True: out[[3, 0, 0, 4, 0]]}
+    expected[False][:3] = h0                            # forward: step 0 starts from h0
+    expected[True][1:3], expected[True][4] = h0[1:], h0[0]  # reverse: ends start from h0
+    for reverse in (False, True):
+        h_prev = arrays.empty((5, 2), "float64")
+        schedule = backend._device_schedule(batch_sizes_of(lengths))
+        backend._launch_1d(cuda_kernels.previous_states, 10, arrays.asarray(out),
+                           arrays.asarray(h0), schedule, reverse, h_prev)
+        assert np.array_equal(arrays.to_host(h_prev), expected[reverse]), reverse
 
 
 @pytest.mark.parametrize("on_chip", [True, False])
@@ -118,18 +148,17 @@ def test_grid_kernel_with_several_blocks_at_one_step(monkeypatch, on_chip):
     several blocks faithfully: this checks how blocks split W_hh's rows (H=5 over 3 blocks)."""
     limits = backend.DeviceLimits(3, lambda threads, shared_bytes: 3)
     monkeypatch.setattr(backend, "_device_limits", lambda kernel, args: limits)
-    rng = np.random.default_rng(2)
-    inputs = layer_direction_inputs(rng, 1, 2, 3, 5, "float64")
-    expected = np.empty((1, 2, 5))
-    reference.rnn_forward(inputs["x"], inputs["h0"], inputs["w_ih"], inputs["w_hh"],
-                          inputs["bias"], expected, False, False)
+    inputs = packed_inputs(np.random.default_rng(2), (1, 1), 3, 5, "float64")
+    args = [inputs[name] for name in WEIGHTS] + [inputs["batch_sizes"], False, False]
+    expected_out, expected_hn = np.empty((2, 5)), np.empty((2, 5))
+    reference.rnn_forward(*args, expected_out, expected_hn)
     arrays = backend.ARRAYS
-    out = arrays.empty((1, 2, 5), "float64")
+    out, h_n = arrays.empty((2, 5), "float64"), arrays.empty((2, 5), "float64")
     with backend.forced_recurrence("grid", on_chip):
         assert backend.plan_recurrence(2, 5, 8, lambda: limits).grid == (1, 3)
-        args = (arrays.asarray(inputs[k]) for k in ("x", "h0", "w_ih", "w_hh", "bias"))
-        backend.rnn_forward(*args, out, False, False)
-    assert_close(arrays.to_host(out), expected, "float64", RTOL["float64"])
+        backend.rnn_forward(*(arrays.asarray(a) for a in args[:6]), *args[6:], out, h_n)
+    assert_close(arrays.to_host(out), expected_out, "float64", RTOL["float64"])
+    assert_close(arrays.to_host(h_n), expected_hn, "float64", RTOL["float64"])
 
 
 class TestGemm:
@@ -140,37 +169,51 @@ class TestGemm:
 
     def test_small_tile_projection_with_bias_into_strided_rows(self):
         rng, arrays = np.random.default_rng(3), backend.ARRAYS
-        x, w, bias = (random_array(rng, s, "float64") for s in ((4, 5, 10), (18, 10), 18))
-        both = arrays.zeros((4, 5, 36), "float64")
-        backend.gemm_into(both[:, :, 18:], arrays.asarray(x), arrays.asarray(w[None]),
-                          b_transposed=True, bias=arrays.asarray(bias),
-                          tile=cuda_kernels.SMALL_TILE)
-        assert_close(self.host(both)[:, :, 18:], x @ w.T + bias, "float64", RTOL["float64"])
-        assert np.all(self.host(both)[:, :, :18] == 0)
+        x, w, bias = (random_array(rng, s, "float64") for s in ((20, 10), (18, 10), 18))
+        both = arrays.zeros((20, 36), "float64")
+        backend.gemm_into(both[:, 18:], arrays.asarray(x), arrays.asarray(w), b_transposed=True,
+                          bias=arrays.asarray(bias), tile=cuda_kernels.SMALL_TILE)
+        assert_close(self.host(both)[:, 18:], x @ w.T + bias, "float64", RTOL["float64"])
+        assert np.all(self.host(both)[:, :18] == 0)
 
     def test_small_tile_accumulating_products(self):
         rng, arrays = np.random.default_rng(4), backend.ARRAYS
-        g, x, w = (random_array(rng, s, "float32") for s in ((4, 5, 18), (4, 5, 10), (18, 10)))
-        grad_x, grad_w = (random_array(rng, s, "float32") for s in ((4, 5, 10), (18, 10)))
+        g, x, w = (random_array(rng, s, "float32") for s in ((20, 18), (20, 10), (18, 10)))
+        grad_x, grad_w = (random_array(rng, s, "float32") for s in ((20, 10), (18, 10)))
         grad_x_dev, grad_w_dev = arrays.asarray(grad_x), arrays.asarray(grad_w)
-        backend.gemm_into(grad_x_dev, arrays.asarray(g), arrays.asarray(w[None]), accumulate=True,
+        backend.gemm_into(grad_x_dev, arrays.asarray(g), arrays.asarray(w), accumulate=True,
                           tile=cuda_kernels.SMALL_TILE)                     # += G W
-        backend.gemm_into(grad_w_dev[None], arrays.asarray(g), arrays.asarray(x),
-                          a_transposed=True, accumulate=True, tile=cuda_kernels.SMALL_TILE)
+        backend.gemm_into(grad_w_dev, arrays.asarray(g), arrays.asarray(x), a_transposed=True,
+                          accumulate=True, tile=cuda_kernels.SMALL_TILE)    # += G^T X
         assert_close(self.host(grad_x_dev), grad_x + g @ w, "float32", RTOL["float32"])
-        expected_w = grad_w + g.reshape(20, 18).T @ x.reshape(20, 10)      # += G^T X
-        assert_close(self.host(grad_w_dev), expected_w, "float32", RTOL["float32"])
+        assert_close(self.host(grad_w_dev), grad_w + g.T @ x, "float32", RTOL["float32"])
 
     def test_large_tile_two_row_tiles(self):
         rng, arrays = np.random.default_rng(5), backend.ARRAYS
-        x, w = random_array(rng, (7, 10, 17), "float32"), random_array(rng, (3, 17), "float32")
-        out = arrays.empty((7, 10, 3), "float32")
-        backend.gemm_into(out, arrays.asarray(x), arrays.asarray(w[None]), b_transposed=True,
+        x, w = random_array(rng, (70, 17), "float32"), random_array(rng, (3, 17), "float32")
+        out = arrays.empty((70, 3), "float32")
+        backend.gemm_into(out, arrays.asarray(x), arrays.asarray(w), b_transposed=True,
                           tile=cuda_kernels.LARGE_TILE)
         assert_close(self.host(out), x @ w.T, "float32", RTOL["float32"])
 
+    @pytest.mark.parametrize("b_transposed", [False, True])
+    def test_wide_products_split_into_launches_within_the_grid_limit(self, monkeypatch,
+                                                                     b_transposed):
+        """Grid y is 16-bit: columns past MAX_GRID_Y tiles go to further launches."""
+        monkeypatch.setattr(backend, "MAX_GRID_Y", 1)              # one 16-column tile a launch
+        rng, arrays = np.random.default_rng(5), backend.ARRAYS
+        a, b = random_array(rng, (3, 4), "float64"), random_array(rng, (4, 40), "float64")
+        bias, c = random_array(rng, 40, "float64"), random_array(rng, (3, 40), "float64")
+        c_dev = arrays.asarray(c)
+        launches = spy_launches(monkeypatch)
+        backend.gemm_into(c_dev, arrays.asarray(a), arrays.asarray(b.T if b_transposed else b),
+                          b_transposed=b_transposed, bias=arrays.asarray(bias), accumulate=True,
+                          tile=cuda_kernels.SMALL_TILE)
+        assert len(launches) == 3
+        assert_close(self.host(c_dev), c + a @ b + bias, "float64", RTOL["float64"])
+
     def test_mismatched_shapes_are_refused(self):
-        c, a, b = (backend.ARRAYS.empty(s, "float32") for s in ((2, 3, 2), (2, 3, 3), (1, 4, 2)))
+        c, a, b = (backend.ARRAYS.empty(s, "float32") for s in ((6, 2), (6, 3), (4, 2)))
         with pytest.raises(ValueError, match=r"op\(a\) is 6x3, op\(b\) 4x2, c 6x2"):
             backend.gemm_into(c, a, b)
 
@@ -262,55 +305,226 @@ class TestArrays:
         with pytest.raises(ValueError, match="one shape"):
             arrays.add(dev, strided)
 
+    def test_take_and_put_rows_match_numpy(self):
+        rng, arrays = np.random.default_rng(7), backend.ARRAYS
+        a = random_array(rng, (6, 3), "float64")
+        index = np.array([4, 0, 5, 2], dtype=np.int64)
+        host = reference.ARRAYS
+        taken = arrays.take_rows(arrays.asarray(a)[:, :], index)
+        assert np.array_equal(arrays.to_host(taken), host.take_rows(a, index))
+        rows = random_array(rng, (4, 3), "float64")
+        put = arrays.put_rows((7, 3), index, arrays.asarray(rows))
+        assert np.array_equal(arrays.to_host(put), host.put_rows((7, 3), index, rows))
+        strided = arrays.asarray(random_array(rng, (6, 8), "float32"))[:, 2:5]
+        assert np.array_equal(arrays.to_host(arrays.take_rows(strided, index)),
+                              arrays.to_host(strided)[index])
 
+    @pytest.mark.parametrize("call,error,message", [
+        (lambda A, a: A.take_rows(a, np.array([0, 6])), IndexError, r"rows are 0\.\.5, got 0\.\.6"),
+        (lambda A, a: A.take_rows(a, np.array([-1])), IndexError, "index out of range"),
+        (lambda A, a: A.take_rows(a, np.array([0.0])), TypeError, "1-D integer array"),
+        (lambda A, a: A.take_rows(a, A.asarray(np.array([0]))), TypeError, "host NumPy"),
+        (lambda A, a: A.put_rows((6, 3), np.array([1, 1]), a[:2]), ValueError, "repeated"),
+        (lambda A, a: A.put_rows((6, 3), np.array([1, 2]), a[:3]), ValueError,
+         r"rows of shape \(2, 3\)"),
+        (lambda A, a: A.put_rows((6, 3), np.array([1, 9]), a[:2]), IndexError, "out of range"),
+    ])
+    def test_row_operations_refuse_bad_indices(self, monkeypatch, call, error, message):
+        arrays = backend.ARRAYS
+        a = arrays.asarray(np.zeros((6, 3)))
+        launches = spy_launches(monkeypatch)
+        with pytest.raises(error, match=message):
+            call(arrays, a)
+        assert launches == []
+
+
+def spy_launches(monkeypatch):
+    """The list every later kernel launch's kernel is appended to."""
+    launches, launch = [], backend._launch
+    monkeypatch.setattr(backend, "_launch", lambda kernel, *args, **kwargs: (
+        launches.append(kernel), launch(kernel, *args, **kwargs))[1])
+    return launches
+
+
+# ----------------------------------------------------------------------------- the boundary
+def contract_arguments(dtype="float32"):
+    """Valid device arguments of rnn_forward and rnn_backward (lengths 3, 2: N = 5, B = 2)."""
+    inputs = packed_inputs(np.random.default_rng(8), (3, 2), 3, 4, dtype)
+    arrays = backend.ARRAYS
+    dev = {name: arrays.asarray(value) for name, value in inputs.items() if name != "batch_sizes"}
+    dev.update(batch_sizes=inputs["batch_sizes"], out=arrays.zeros((5, 4), dtype),
+               h_n=arrays.zeros((2, 4), dtype), grad_x=arrays.zeros((5, 3), dtype),
+               grad_h0=arrays.zeros((2, 4), dtype), grad_w_ih=arrays.zeros((4, 3), dtype),
+               grad_w_hh=arrays.zeros((4, 4), dtype), grad_b_ih=arrays.zeros(4, dtype),
+               grad_b_hh=arrays.zeros(4, dtype))
+    return dev
+
+
+def call_forward(args):
+    backend.rnn_forward(*(args[name] for name in WEIGHTS), args["batch_sizes"], False, False,
+                        args["out"], args["h_n"])
+
+
+def call_backward(args):
+    backend.rnn_backward(args["x"], args["h0"], args["w_ih"], args["w_hh"], args["batch_sizes"],
+                         False, False, args["out"], args.get("grad_out"), args["grad_hn"],
+                         args["grad_x"], False, args["grad_h0"], args["grad_w_ih"],
+                         args["grad_w_hh"], args["grad_b_ih"], args["grad_b_hh"])
+
+
+class ReadOnlyExport:
+    """A device array exported read-only through __cuda_array_interface__."""
+
+    def __init__(self, array):
+        self.__cuda_array_interface__ = {"shape": tuple(array.shape), "typestr": array.dtype.str,
+                                         "data": (device_pointer(array), True), "version": 3,
+                                         "strides": None}
+
+
+def big_endian(a):
+    host = backend.ARRAYS.to_host(a)
+    return numba_cuda.to_device(host.astype(host.dtype.newbyteorder(">")))
+
+
+BAD_ARGUMENTS = [      # (entry, argument, corruption, error, message)
+    ("forward", "x", lambda a: backend.ARRAYS.to_host(a), TypeError,
+     "Expected x to be a CUDA device array .* got numpy.ndarray"),
+    ("forward", "x", lambda a: a[:4], ValueError, r"Expected x of shape \(5, 3\), got \(4, 3\)"),
+    ("forward", "h0", lambda a: backend.ARRAYS.asarray(a, "float64"), TypeError,
+     "Expected h0 of dtype float32 .* got float64"),
+    ("forward", "w_hh", lambda a: a[:, :3], ValueError, r"Expected w_hh of shape \(H, H\)"),
+    ("forward", "w_ih", lambda a: a[:3], ValueError, r"Expected w_ih of shape \(4, I\)"),
+    ("forward", "w_ih", big_endian, ValueError, "native byte order, got a big-endian float32"),
+    ("forward", "b_hh", lambda a: None, ValueError, "b_ih and b_hh both arrays or both None"),
+    ("forward", "out", lambda a: backend.ARRAYS.zeros((4, 5), "float32").T, ValueError,
+     "Expected out .* contiguous last axis"),
+    ("forward", "out", ReadOnlyExport, ValueError, "Expected out to be writable"),
+    ("forward", "h_n", lambda a: backend.ARRAYS.zeros((4, 2), "float32").T, ValueError,
+     "Expected h_n to be C-contiguous"),
+    ("forward", "batch_sizes", lambda a: np.array([1, 2, 2]), ValueError, "non-increasing"),
+    ("forward", "batch_sizes", lambda a: np.array([2, 2, 0, 1]), ValueError, "every entry >= 1"),
+    ("forward", "batch_sizes", lambda a: np.array([2.0, 2.0, 1.0]), ValueError, "1-D int64"),
+    ("forward", "batch_sizes", lambda a: backend.ARRAYS.asarray(a), TypeError, "host NumPy int64"),
+    ("forward", "batch_sizes", lambda a: np.array([2, 2], dtype=np.int64), ValueError,
+     r"Expected x of shape \(4, 3\), got \(5, 3\)"),
+    ("backward", "grad_out", lambda a: backend.ARRAYS.zeros((5, 8), "float32")[:, ::2],
+     ValueError, "Expected grad_out .* contiguous last axis"),
+    ("backward", "grad_x", lambda a: backend.ARRAYS.zeros((5, 6), "float32")[:, :3], ValueError,
+     "Expected grad_x to be C-contiguous"),
+    ("backward", "grad_w_hh", lambda a: backend.ARRAYS.zeros((4, 4), "float64"), TypeError,
+     "Expected grad_w_hh of dtype float32"),
+    ("backward", "grad_b_ih", lambda a: backend.ARRAYS.zeros(5, "float32"), ValueError,
+     r"Expected grad_b_ih of shape \(4,\), got \(5,\)"),
+    ("backward", "grad_hn", lambda a: backend.ARRAYS.to_host(a), TypeError,
+     "Expected grad_hn to be a CUDA device array"),
+]
+
+
+@pytest.mark.parametrize("entry,name,corrupt,error,message", BAD_ARGUMENTS,
+                         ids=[f"{e[0]}-{e[1]}-{i}" for i, e in enumerate(BAD_ARGUMENTS)])
+def test_bad_arguments_are_refused_before_any_launch(monkeypatch, entry, name, corrupt, error,
+                                                     message):
+    args = contract_arguments()
+    args["grad_out"] = args["grad_out"] if entry == "backward" else None
+    args[name] = corrupt(args[name])
+    launches = spy_launches(monkeypatch)
+    with pytest.raises(error, match=message):
+        (call_forward if entry == "forward" else call_backward)(args)
+    assert launches == []
+
+
+def test_a_big_endian_host_array_is_converted_above_the_backend():
+    """fastrnn.functional converts another byte order on the host (issue 9 item 11) before
+    the upload, so the layer gives what a native array gives."""
+    layer = fastrnn.RNN(3, 4, backend="cuda", seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 1, 3)).astype(np.float32)
+    expected, _ = layer(x)
+    out, _ = layer(x.astype(">f4"))
+    np.testing.assert_array_equal(out, expected)
+
+
+# ----------------------------------------------------------------------------- the layer
 def make_pair(**kwargs):
     """The same layer on the reference and on the cuda backend."""
     return (fastrnn.RNN(backend="numpy", seed=7, **kwargs),
             fastrnn.RNN(backend="cuda", seed=7, **kwargs))
 
 
-def test_two_layer_bidirectional_layer_numpy_in_numpy_out():
-    rng = np.random.default_rng(8)
-    ref, dev = make_pair(input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
-                         batch_first=True, nonlinearity="relu", dtype="float64")
-    x, hx = random_array(rng, (2, 3, 3), "float64"), random_array(rng, (4, 2, 4), "float64")
-    expected, actual = ref(x, hx), dev(x, hx)
+def compare_layers(ref, dev, x, hx, lengths, dtype, rng):
+    """Forward and backward of both layers from NumPy input; every gradient."""
+    host = backend.ARRAYS.to_host
+    expected, actual = ref(x, hx, lengths=lengths), dev(x, hx, lengths=lengths)
     for e, a in zip(expected, actual):
-        assert isinstance(a, np.ndarray)
-        assert_close(a, e, "float64", RTOL["float64"])
-    grad_out, grad_hn = (random_array(rng, s, "float64") for s in ((2, 3, 8), (4, 2, 4)))
+        assert_close(host(a), e, dtype, RTOL[dtype])
+    grad_out, grad_hn = (random_array(rng, e.shape, dtype) for e in expected)
     for e, a in zip(ref.backward(grad_out, grad_hn), dev.backward(grad_out, grad_hn)):
-        assert isinstance(a, np.ndarray)
-        assert_close(a, e, "float64", RTOL["float64"])
-    device_grads = dev.grads
+        assert_close(host(a), e, dtype, RTOL[dtype])
     for name, expected_grad in ref.grads.items():
-        assert_close(backend.ARRAYS.to_host(device_grads[name]), expected_grad, "float64",
-                     RTOL["float64"])
+        assert_close(backend.ARRAYS.to_host(dev.grads[name]), expected_grad, dtype, RTOL[dtype])
 
 
-def test_device_arrays_in_and_out_without_host_copies(monkeypatch):
+@pytest.mark.parametrize("strategy,kwargs,lengths", [
+    ("rows", dict(num_layers=2, bidirectional=True, batch_first=True, nonlinearity="relu",
+                  dtype="float64"), [2, 3, 1]),
+    ("grid", dict(bidirectional=True, dtype="float32"), [1, 3, 2]),
+    ("rows", dict(num_layers=2, dtype="float32"), None),
+    ("grid", dict(bidirectional=True, dtype="float64", nonlinearity="relu"), [3, 3, 3]),
+])
+def test_layer_with_lengths_matches_reference(monkeypatch, strategy, kwargs, lengths):
+    rng = np.random.default_rng(8)
+    ref, dev = make_pair(input_size=3, hidden_size=4, **kwargs)
+    dtype, directions = kwargs["dtype"], 2 if kwargs.get("bidirectional") else 1
+    x = random_array(rng, (3, 3, 3), dtype)
+    hx = random_array(rng, (kwargs.get("num_layers", 1) * directions, 3, 4), dtype)
+    plans = record_plans(monkeypatch)
+    with backend.forced_recurrence(strategy):
+        compare_layers(ref, dev, x, hx, lengths, dtype, rng)
+    assert plans and all(plan.strategy == strategy for plan in plans)
+
+
+def test_numpy_in_numpy_out():
+    layer = fastrnn.RNN(3, 4, backend="cuda")
+    out, h_n = layer(np.zeros((2, 1, 3), np.float32))
+    grad_x, grad_hx = layer.backward(np.ones((2, 1, 4), np.float32))
+    assert all(isinstance(a, np.ndarray) for a in (out, h_n, grad_x, grad_hx))
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 1]])
+def test_device_arrays_in_and_out_without_host_copies(monkeypatch, lengths):
     rng = np.random.default_rng(9)
-    ref, dev = make_pair(input_size=3, hidden_size=5)
-    x, hx = random_array(rng, (3, 2, 3), "float32"), random_array(rng, (1, 2, 5), "float32")
-    grad_out = random_array(rng, (3, 2, 5), "float32")
+    ref, dev = make_pair(input_size=3, hidden_size=5, bidirectional=True)
+    x, hx = random_array(rng, (3, 2, 3), "float32"), random_array(rng, (2, 2, 5), "float32")
+    grad_out = random_array(rng, (3, 2, 10), "float32")
     dev(x)                                        # moves the parameters to the device once
     x_dev, hx_dev, grad_out_dev = (numba_cuda.to_device(a) for a in (x, hx, grad_out))
 
-    def no_host_copy(*args, **kwargs):
-        raise AssertionError("a host <-> device copy during a device-array call")
-    monkeypatch.setattr(numba_cuda, "to_device", no_host_copy)
-    monkeypatch.setattr(type(x_dev), "copy_to_host", no_host_copy)
-    out, h_n = dev(x_dev, hx_dev)
-    assert device_pointer(dev._context.layers[0].layer_input) == device_pointer(x_dev)
+    forbid_host_copies(monkeypatch, type(x_dev))
+    out, h_n = dev(x_dev, hx_dev, lengths=lengths)
+    if lengths is None:      # the context's own device copy (issue 9 item 5), not a host one
+        assert backend.ARRAYS.is_device_array(dev._context.x)
+        assert device_pointer(dev._context.x) != device_pointer(x_dev)
     grad_x, grad_hx = dev.backward(grad_out_dev)
     monkeypatch.undo()
 
     assert all(backend.ARRAYS.is_device_array(a) for a in (out, h_n, grad_x, grad_hx))
-    expected_out, expected_hn = ref(x, hx)
+    expected_out, expected_hn = ref(x, hx, lengths=lengths)
     expected_grad_x, expected_grad_hx = ref.backward(grad_out)
     for actual, expected in ((out, expected_out), (h_n, expected_hn), (grad_x, expected_grad_x),
                              (grad_hx, expected_grad_hx)):
         assert_close(actual.copy_to_host(), expected, "float32", RTOL["float32"])
+
+
+def test_strided_device_input_with_lengths():
+    """A strided device view (every other feature, batch_first) goes through the contiguous
+    copy above the backend; the kernels never see its strides."""
+    rng = np.random.default_rng(10)
+    ref, dev = make_pair(input_size=3, hidden_size=4, batch_first=True)
+    x = random_array(rng, (2, 3, 6), "float32")
+    lengths = np.array([2, 3])
+    out, h_n = dev(numba_cuda.to_device(x)[:, :, ::2], lengths=lengths)
+    expected_out, expected_hn = ref(x[:, :, ::2], lengths=lengths)
+    assert_close(out.copy_to_host(), expected_out, "float32", RTOL["float32"])
+    assert_close(h_n.copy_to_host(), expected_hn, "float32", RTOL["float32"])
 
 
 def test_auto_backend_follows_the_input():
@@ -356,13 +570,23 @@ def test_device_input_errors_match_host_input(x_shape, x_dtype, hx_shape, messag
 
 
 # ----------------------------------------------------------------------------- real numba
-def run_python(code, **env):
-    """Run ``code`` in a fresh interpreter (the simulator switched off) and parse its last line."""
-    environment = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0", **env}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
-                            env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def start_python(code):
+    """Start ``code`` in a fresh interpreter with the simulator switched off."""
+    environment = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
+                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finish_python(process):
+    """Wait for a start_python process and parse the last line it printed (JSON)."""
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def run_python(code):
+    return finish_python(start_python(code))
 
 
 def test_without_numba_the_package_and_cpu_backend_work():
@@ -398,58 +622,128 @@ def test_without_a_gpu_the_reason_comes_from_the_driver():
     assert "driver" in report["status"].lower()
 
 
-def test_kernels_compile_for_sm90_without_a_gpu():
-    """Typing and LLVM lowering with real numba (the simulator checks neither); the last step,
-    NVVM to PTX, needs the CUDA toolkit and is left to the GPU machine."""
-    report = run_python("""
-        import json, types as pytypes
-        from numba import types
-        try:                                    # numba-cuda internals (0.30): may move
-            import numba.cuda.dispatcher as dispatcher
-            from numba.cuda.compiler import _compile_pyfunc_with_fixup
-            dispatcher.get_current_device
-        except (ImportError, AttributeError) as exc:
-            print(json.dumps({"internals missing": str(exc)}))
-            raise SystemExit
-        # device functions ask the current device for its compute capability: pretend sm_90
-        dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
-        from fastrnn.backends import cuda_kernels as K
+SM90_REPORT = """
+    import json, types as pytypes
+    from numba import types
+    try:                                    # numba-cuda internals (0.30): may move
+        import numba.cuda.compiler as compiler
+        import numba.cuda.dispatcher as dispatcher
+        compiler.compile_cuda, compiler._compile_pyfunc_with_fixup, dispatcher.get_current_device
+    except (ImportError, AttributeError) as exc:
+        print(json.dumps({"skip": f"numba-cuda's internal compile API changed: {exc}"}))
+        raise SystemExit
+    # device functions ask the current device for its compute capability: pretend sm_90
+    dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
+    compiled = []                           # the typing results, to read their variables' types
+    compile_cuda = compiler.compile_cuda
+    compiler.compile_cuda = lambda *a, **k: compiled.append(compile_cuda(*a, **k)) or compiled[-1]
+    from fastrnn.backends import cuda_kernels as K
 
-        def lower(kernel, signature):
-            library, _ = _compile_pyfunc_with_fixup(
-                kernel.py_func, signature, device=False, cc=(9, 0), debug=False, lineinfo=False,
-                fastmath=False, opt=True, abi="numba", abi_info=None, forceinline=False,
-                launch_bounds=None, lto=False)
-            return library
+    def narrow_integers(cres, seen):
+        # names of the integer variables narrower than 64 bits, device functions included
+        names = set()
+        for var, typ in cres.fndesc.typemap.items():
+            if isinstance(typ, types.Integer) and typ.bitwidth < 64 and not var.startswith("$"):
+                names.add(var.split(".")[-1])
+            if isinstance(typ, types.Dispatcher) and id(typ) not in seen:
+                seen.add(id(typ))
+                for sub in typ.dispatcher.overloads.values():
+                    names |= narrow_integers(sub, seen)
+        return names
 
-        report = {}
-        for name, tile in (("float32", K.LARGE_TILE), ("float64", K.SMALL_TILE)):
-            dt = getattr(types, name)
-            C1, C2 = types.Array(dt, 1, "C"), types.Array(dt, 2, "C")
-            C3, A3 = types.Array(dt, 3, "C"), types.Array(dt, 3, "A")
-            flag, count = types.boolean, types.int64
-            for grid_wide in (False, True):
-                forward, backward = K.recurrent_kernels(name, grid_wide)
-                report[f"{name} forward {grid_wide}"] = lower(
-                    forward, (C2, C1, A3, flag, flag, count, count, count, flag)).use_cooperative
-                report[f"{name} backward {grid_wide}"] = lower(
-                    backward, (A3, A3, C2, C1, C3, C2, flag, flag, count, count, count, flag)
-                ).use_cooperative
-            gemm = K.gemm_kernel(name, tile)
-            for a, c in ((C3, A3), (A3, C3)):
-                ir = lower(gemm, (a, flag, C3, flag, C1, flag, c, flag)).get_llvm_str()
-            report[f"{name} gemm float64 arithmetic"] = " double " in ir and "fadd double" in ir
-            lower(K.column_sums_kernel(name), (C3, C1, C1))
-            lower(K.swap_first_axes, (A3, C3))
-            lower(K.elementwise, (C1, C1, C1, flag))
-            lower(K.fill, (C1, dt))
-        print(json.dumps(report))
-    """)
-    if "internals missing" in report:
-        pytest.skip(f"numba-cuda's internal compile API changed: {report['internals missing']}")
-    for dtype in ("float32", "float64"):
-        for direction in ("forward", "backward"):
-            assert report[f"{dtype} {direction} False"] is False   # rows: any grid size
-            assert report[f"{dtype} {direction} True"] is True     # grid: cooperative launch
-    assert report["float32 gemm float64 arithmetic"] is False
-    assert report["float64 gemm float64 arithmetic"] is True
+    def ptx_of(library):
+        # NVVM's PTX, or why NVVM (the CUDA toolkit, or NVRTC that numba uses to find it) is missing
+        try:
+            return library.get_asm_str(cc=(9, 0)), None
+        except Exception as exc:            # numba/cuda-pathfinder raise their own types
+            if "not found" in str(exc).lower() or "failure finding" in str(exc).lower():
+                return None, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            raise
+
+    report, narrow, ptx_missing = {}, set(), None
+    flag, count = types.boolean, types.int64
+    I1, S2 = types.Array(count, 1, "C"), types.Array(count, 2, "C")
+    for name, tile in (("float32", K.LARGE_TILE), ("float64", K.SMALL_TILE)):
+        dt = getattr(types, name)
+        C1, C2, A2 = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.Array(dt, 2, "A")
+        C3, A3 = types.Array(dt, 3, "C"), types.Array(dt, 3, "A")
+        kernels = {"gemm": (K.gemm_kernel(name, tile), (A2, flag, A2, flag, C1, flag, A2, flag)),
+                   "column sums": (K.column_sums_kernel(name), (C2, C1, C1)),
+                   "swap": (K.swap_first_axes, (A3, C3)),
+                   "gather": (K.gather_rows, (A2, I1, C2)),
+                   "scatter": (K.scatter_rows, (A2, I1, C2)),
+                   "previous states": (K.previous_states, (A2, C2, S2, flag, C2)),
+                   "elementwise": (K.elementwise, (C1, C1, C1, flag)),
+                   "fill": (K.fill, (C1, dt))}
+        for grid_wide in (False, True):
+            forward, backward = K.recurrent_kernels(name, grid_wide)
+            kernels[f"forward {grid_wide}"] = (
+                forward, (C2, C1, A2, C2, S2, flag, flag, count, count, count, flag))
+            kernels[f"backward {grid_wide}"] = (
+                backward, (A2, A2, C2, C1, C2, C2, S2, flag, flag, count, count, count, flag))
+        for what, (kernel, signature) in kernels.items():
+            library, _ = compiler._compile_pyfunc_with_fixup(
+                kernel.py_func, signature, device=False, cc=(9, 0), abi="numba")
+            narrow |= narrow_integers(compiled[-1], set())
+            ptx, ptx_missing = ptx_of(library)
+            report[f"{name} {what}"] = {
+                "cooperative": library.use_cooperative,
+                "ptx": None if ptx is None else {"sm_90": ".target sm_90" in ptx,
+                                                 "f64": ".f64" in ptx,
+                                                 "grid sync": "cudaCGSynchronize" in ptx}}
+    report["narrow integers"], report["ptx missing"] = sorted(narrow), ptx_missing
+    print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sm90_compile():
+    """Every kernel, both dtypes, compiled by real numba (typing, LLVM, NVVM) to PTX for sm_90,
+    with the integer types numba inferred for their variables. It needs NVVM (the CUDA toolkit,
+    or numba-cuda's cu12/cu13 extra), not a GPU. It takes a while, so it starts with this
+    module's first test, in a subprocess that runs beside the simulator (one core each); the
+    tests that read it come last."""
+    process = start_python(SM90_REPORT)
+    yield process
+    if process.poll() is None:          # its tests were deselected
+        process.kill()
+        process.communicate()
+
+
+@pytest.fixture(scope="module")
+def sm90_report(sm90_compile):
+    return finish_python(sm90_compile)
+
+
+def kernel_reports(report):
+    """{(dtype, kernel): its entry} for the 12 kernels in both dtypes."""
+    if "skip" in report:
+        pytest.skip(report["skip"])
+    kernels = {tuple(key.split(" ", 1)): value for key, value in report.items()
+               if key.startswith("float")}
+    assert len(kernels) == 24
+    return kernels
+
+
+def test_every_kernel_types_and_lowers_for_sm90(sm90_report):
+    for (dtype, kernel), result in kernel_reports(sm90_report).items():
+        assert result["cooperative"] == kernel.endswith("True"), kernel    # grid kernels only
+
+
+def test_every_kernel_compiles_to_ptx_for_sm90(sm90_report):
+    kernels = kernel_reports(sm90_report)
+    if sm90_report["ptx missing"]:
+        pytest.skip(f"no NVVM here ({sm90_report['ptx missing']}): install the CUDA toolkit's "
+                    "NVVM and NVRTC (pip: nvidia-cuda-nvrtc) to compile PTX without a GPU")
+    for (dtype, kernel), result in kernels.items():
+        assert result["ptx"]["sm_90"], kernel
+        assert result["ptx"]["grid sync"] == kernel.endswith("True"), kernel
+        # float32 kernels do float32 arithmetic only (no float64 from a constant's type)
+        assert result["ptx"]["f64"] == (dtype == "float64"), (dtype, kernel)
+
+
+def test_kernel_index_arithmetic_is_64_bit(sm90_report):
+    """Only the hardware's own thread and block indices (< 2**31) are 32-bit; every index
+    computed from them meets int64 operands, so N*H past 2**31 addresses correctly."""
+    kernel_reports(sm90_report)
+    assert set(sm90_report["narrow integers"]) <= {"tid", "tx", "ty", "index"}

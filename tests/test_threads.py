@@ -1,20 +1,21 @@
-"""Thread control (fastrnn.set_num_threads / num_threads), the BLAS the kernels run on and the
-OpenBLAS coretype fastrnn asks for, and the kernels' results under every thread and
-instruction-set configuration they can run in (threaded steps, each step-kernel variant).
-
-Coretype tests start a fresh interpreter: OpenBLAS reads OPENBLAS_CORETYPE only when it loads.
+"""Thread control (fastrnn.set_num_threads / num_threads / get_num_threads), the BLAS the
+kernels run on, and the process-wide state fastrnn must leave alone: the BLAS's thread count
+while layers run in other threads (issue 9, item 16) and the environment OpenBLAS loads with
+(item 17). The kernels' results with two step threads are checked in test_cpu_kernels.py and
+test_cpu_lengths.py.
 """
 import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastrnn
-from fastrnn import functional, threads
+from fastrnn import threads
 from fastrnn.backends import cpu
 
 pytestmark = pytest.mark.skipif(cpu.unavailable_reason() is not None,
@@ -28,7 +29,6 @@ def blas_thread_counts():
 @pytest.fixture(autouse=True)
 def restore_threads():
     """Every test leaves the BLAS thread counts as it found them."""
-    from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=None):
         yield
 
@@ -73,201 +73,143 @@ def test_bad_thread_counts_are_refused(bad, error, words):
             pass
 
 
-def test_kernel_blas_is_scipys_openblas_with_thread_functions():
+def test_kernel_blas_is_scipys_with_a_thread_count_the_kernels_can_read():
     library = threads.kernel_blas()
     assert library is not None
     assert library["filepath"] in [info["filepath"] for info in threads.blas_libraries()]
     if library["internal_api"] != "openblas":
         pytest.skip(f"SciPy uses {library['internal_api']} here, not OpenBLAS")
     assert "scipy" in library["filepath"]
-    set_address, get_address = threads.kernel_blas_thread_functions()
-    assert set_address != 0 and get_address != 0 and set_address != get_address
-
-
-def test_kernels_put_back_the_thread_count_after_small_products():
-    """Products below the threshold run on one thread, and the count comes back afterwards."""
-    layer = fastrnn.RNN(8, 16, backend="cpu", seed=0)
-    x = np.ones((5, 2, 8), dtype=np.float32)
+    from fastrnn import _blas
+    assert _blas.kernel_blas_thread_count_address() != 0
     with fastrnn.num_threads(2):
-        out, _ = layer(x)
-        layer.backward(np.ones_like(out))
-        assert fastrnn.get_num_threads() == 2
+        assert cpu._rnn_cpu.planned_step_threads(64, 1760) == 2   # the kernels see the count
 
 
-# ----------------------------------------------------------------------------- results
-SHAPES = [  # T, B, I, H, layers, bidirectional: odd sizes cover partial tiles and panels;
-    # multiples of 32 (and 16, 8) take the in-place weight-gradient product of every variant
-    (5, 3, 4, 7, 1, False), (7, 1, 3, 70, 2, True), (4, 9, 17, 40, 1, True),
-    (6, 13, 5, 130, 2, False), (2, 17, 8, 33, 1, False), (4, 3, 32, 64, 2, True),
-    (3, 7, 16, 48, 1, True), (5, 2, 64, 96, 1, False)]
+def test_thread_api_does_not_import_the_backends():
+    """The arrows point one way: backends may use the thread API, never the reverse."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, fastrnn.threads; fastrnn.threads.set_num_threads(1);"
+         " print('fastrnn.backends.cpu' in sys.modules, 'fastrnn._rnn_cpu' in sys.modules)"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
 
 
-def relative_error(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
+# ----------------------------------------------------------------------------- item 16
+def test_thread_count_set_while_another_thread_runs_layers_is_never_undone():
+    """One thread runs small layers (products of a size the kernels once ran with the BLAS
+    lowered to one thread, then restored) without pause; the main thread changes the count and
+    reads it back after a few of those calls. A kernel that saved and restored the count
+    would, sooner or later, put back the old value."""
+    layer = fastrnn.RNN(64, 64, backend="cpu", seed=0)
+    x = np.ones((40, 8, 64), dtype=np.float32)
+    stop, calls, errors = threading.Event(), [0], []
 
+    def run_layers():
+        try:
+            while not stop.is_set():
+                out, _ = layer(x)
+                layer.backward(np.ones_like(out))
+                calls[0] += 1
+        except Exception as exc:   # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
 
-def forward_backward(backend, weights, x, hx, grad_out, grad_hn, nonlinearity):
-    out, h_n, context = functional.rnn_forward(x, weights, hx, nonlinearity=nonlinearity,
-                                               backend=backend)
-    grad_x, grad_hx, grads = functional.rnn_backward(context, grad_out, grad_hn)
-    return [out, h_n, grad_x, grad_hx] + [grads[name] for name in sorted(grads)]
-
-
-def assert_cpu_matches_reference(shape, nonlinearity, dtype="float32", seed=0):
-    T, B, I, H, layers, bidirectional = shape
-    D = 2 if bidirectional else 1
-    layer = fastrnn.RNN(I, H, layers, nonlinearity=nonlinearity, bidirectional=bidirectional,
-                        dtype=dtype, seed=seed)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    hx = (0.5 * rng.standard_normal((layers * D, B, H))).astype(dtype)
-    grad_out = rng.standard_normal((T, B, D * H)).astype(dtype)
-    grad_hn = rng.standard_normal((layers * D, B, H)).astype(dtype)
-    args = (layer.state_dict(), x, hx, grad_out, grad_hn, nonlinearity)
-    expected = forward_backward("numpy", *args)
-    got = forward_backward("cpu", *args)
-    tolerance = 1e-5 if dtype == "float32" else 1e-10
-    for name, g, e in zip(["output", "h_n", "grad_x", "grad_hx"] + ["param"] * 99, got, expected):
-        assert relative_error(g, e) < tolerance, (name, shape, nonlinearity)
-
-
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_steps_shared_by_two_threads_match_the_reference(monkeypatch, shape, nonlinearity):
-    monkeypatch.setattr(cpu, "STEP_THREADING_MIN_MACS", 0)     # share even these small steps
-    with fastrnn.num_threads(2):
-        assert cpu._step_threads(shape[1], shape[3]) == 2
-        assert_cpu_matches_reference(shape, nonlinearity)
-
-
-def test_weight_gradients_shared_by_two_threads_match_the_reference():
-    """T*B = 256 rows make dW_ih 2^25 FLOPs, the size from which products use the threads."""
-    with fastrnn.num_threads(2):
-        assert_cpu_matches_reference((8, 32, 256, 256, 1, False), "tanh")
-
-
-def test_small_steps_stay_on_one_thread():
-    with fastrnn.num_threads(2):
-        assert cpu._step_threads(16, 64) == 1
-        assert cpu._step_threads(64, 1760) == 2
-
-
-STEP_KERNELS = ["avx512", "avx2", "generic"]
-
-
-@pytest.fixture
-def step_kernel(request):
-    """Runs a test with one step-kernel variant, if this CPU runs it; then back to the best."""
-    from fastrnn import _rnn_cpu
+    worker = threading.Thread(target=run_layers)
+    fastrnn.set_num_threads(2)
+    worker.start()
     try:
-        previous = _rnn_cpu.use_step_kernel(request.param)
-    except ValueError as exc:
-        pytest.skip(str(exc))
-    yield request.param
-    _rnn_cpu.use_step_kernel(previous)
+        for i in range(60):
+            wanted = 1 + i % 2
+            fastrnn.set_num_threads(wanted)
+            seen = calls[0]
+            while calls[0] < seen + 2 and worker.is_alive():
+                threading.Event().wait(0.0005)
+            assert fastrnn.get_num_threads() == wanted, f"undone after {i} changes"
+            assert set(blas_thread_counts()) == {wanted}
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors, errors
 
 
-@pytest.mark.parametrize("step_kernel", STEP_KERNELS, indirect=True)
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("shape", SHAPES)
-def test_every_step_kernel_variant_matches_the_reference(step_kernel, shape, nonlinearity):
-    from fastrnn import _rnn_cpu
-    assert _rnn_cpu.step_kernel_name() == step_kernel
-    assert_cpu_matches_reference(shape, nonlinearity)
+def test_different_layers_in_two_threads_at_once_give_what_each_gives_alone():
+    """The kernels keep no state between or across calls (scratch memory is per call), so two
+    layers running at the same time in two threads (the GIL released) are not disturbed."""
+    rng = np.random.default_rng(3)
+    layers = [fastrnn.RNN(16, 64, 2, bidirectional=True, backend="cpu", seed=s) for s in (0, 1)]
+    inputs = [rng.standard_normal((30, 4, 16)).astype(np.float32) for _ in layers]
+    lengths = [np.array([30, 12, 7, 1]), None]
+
+    def run(index):
+        layer = layers[index]
+        out, h_n = layer(inputs[index], lengths=lengths[index])
+        grad_x, _ = layer.backward(np.ones_like(out))
+        return [out, h_n, grad_x]
+
+    alone = [run(0), run(1)]
+    mismatches, errors = [], []
+
+    def repeat(index):
+        try:
+            for _ in range(15):
+                if not all(np.array_equal(a, b) for a, b in zip(run(index), alone[index])):
+                    mismatches.append(index)
+        except Exception as exc:   # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=repeat, args=(i,)) for i in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors and not mismatches, (errors, mismatches)
 
 
-@pytest.mark.parametrize("shape", SHAPES[:2])
-def test_float64_matches_the_reference(shape):
-    assert_cpu_matches_reference(shape, "tanh", dtype="float64")
-
-
-def test_unknown_step_kernel_is_refused():
-    from fastrnn import _rnn_cpu
-    before = _rnn_cpu.step_kernel_name()
-    with pytest.raises(ValueError, match="step kernel 'sse9' cannot run on this CPU"):
-        _rnn_cpu.use_step_kernel("sse9")
-    assert _rnn_cpu.step_kernel_name() == before
-
-
-# ----------------------------------------------------------------------------- coretype
+# ----------------------------------------------------------------------------- item 17
 PROBE = """
-import json, os, sys
-{prelude}
+import json, os
+import numpy as np          # NumPy sets and unsets OPENBLAS_MAIN_FREE while it loads its own BLAS
+changed = []
+real_putenv, real_unsetenv = os.putenv, os.unsetenv
+os.putenv = lambda key, value: (changed.append(("set", key, value)), real_putenv(key, value))
+os.unsetenv = lambda key: (changed.append(("unset", key)), real_unsetenv(key))
 import fastrnn
-from fastrnn import threads
 from fastrnn.backends import cpu
-print(json.dumps({{"kernels": threads.kernel_blas()["architecture"],
-                  "report": cpu.coretype_report(),
-                  "setup": cpu.openblas_setup_report(),
-                  "env_after": os.environ.get("OPENBLAS_CORETYPE"),
-                  "timeout_env_after": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}}))
+layer = fastrnn.RNN(4, 8, backend="cpu")
+out, _ = layer(np.ones((3, 2, 4), np.float32))
+layer.backward(np.ones_like(out))
+print(json.dumps({"changed": changed, "setup": cpu.openblas_setup_report(),
+                  "coretype": cpu.coretype_report(),
+                  "env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}}))
 """
 
 
-def probe(env_changes, prelude=""):
-    """Imports fastrnn in a fresh interpreter; returns what its kernels' BLAS picked."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in [name for variable, (override, _) in cpu.LOAD_SETTINGS.items()
-                        for name in (variable, override)]}
+def probe(env_changes):
+    """Imports fastrnn and runs a layer in a fresh interpreter that records every change to
+    its environment from then on; returns what it saw."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENBLAS", "FASTRNN"))}
     env.update(env_changes)
-    done = subprocess.run([sys.executable, "-c", PROBE.format(prelude=prelude)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-needs_openblas = pytest.mark.skipif(
-    (threads.kernel_blas() or {}).get("internal_api") != "openblas",
-    reason="the coretype is an OpenBLAS setting and SciPy's BLAS is not OpenBLAS here")
-
-
-@needs_openblas
-def test_fastrnn_requests_avx512_kernels_when_the_cpu_has_them():
+def test_importing_and_running_fastrnn_changes_no_environment_variable():
     result = probe({})
-    if cpu._cpu_runs_avx512():
-        assert result["kernels"] == "SkylakeX"
-        assert "SkylakeX requested by fastrnn" in result["report"]
-    else:
-        assert "does not run AVX-512" in result["report"]
-    assert result["env_after"] is None          # nobody else sees the variable
+    assert result["changed"] == []
+    assert result["env"] == {}
+    assert all("not set" in why for why in result["setup"].values())
+    assert "OpenBLAS own choice" in result["coretype"]
 
 
-@needs_openblas
-def test_fastrnn_shortens_openblas_thread_spinning_unless_told_otherwise():
-    assert "16 (2^16 cycles) requested by fastrnn" in probe({})["setup"]["OPENBLAS_THREAD_TIMEOUT"]
-    assert probe({})["timeout_env_after"] is None
-    user = probe({"OPENBLAS_THREAD_TIMEOUT": "20"})
-    assert user["setup"]["OPENBLAS_THREAD_TIMEOUT"] == "OPENBLAS_THREAD_TIMEOUT=20 set by the user"
-    assert user["timeout_env_after"] == "20"
-    off = probe({"FASTRNN_OPENBLAS_THREAD_TIMEOUT": "off"})
-    assert "OpenBLAS's default" in off["setup"]["OPENBLAS_THREAD_TIMEOUT"]
-
-
-@needs_openblas
-def test_coretype_setting_asks_for_another_coretype():
-    result = probe({cpu.CORETYPE_SETTING: "Haswell"})
-    assert result["kernels"] == "Haswell"
-    assert f"Haswell requested by {cpu.CORETYPE_SETTING}" in result["report"]
-    assert result["env_after"] is None
-
-
-@needs_openblas
-def test_users_openblas_coretype_wins():
-    result = probe({"OPENBLAS_CORETYPE": "Haswell", cpu.CORETYPE_SETTING: "SkylakeX"})
-    assert result["kernels"] == "Haswell"
-    assert "OPENBLAS_CORETYPE=Haswell set by the user" in result["report"]
-    assert result["env_after"] == "Haswell"     # the user's variable is left in place
-
-
-@needs_openblas
-def test_coretype_choice_can_be_turned_off():
-    result = probe({cpu.CORETYPE_SETTING: "off"})
-    assert f"OpenBLAS's default ({cpu.CORETYPE_SETTING}=off)" in result["report"]
-
-
-@needs_openblas
-def test_report_says_when_scipy_was_loaded_first():
-    result = probe({cpu.CORETYPE_SETTING: "Haswell"}, prelude="import scipy.linalg")
-    assert "loaded before fastrnn's kernels" in result["report"]
-    assert "loaded before fastrnn's kernels" in result["setup"]["OPENBLAS_THREAD_TIMEOUT"]
-    assert result["kernels"] != "Haswell" or not cpu._cpu_runs_avx512()
+def test_the_users_openblas_variables_are_reported_and_left_alone():
+    result = probe({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_THREAD_TIMEOUT": "16"})
+    assert result["changed"] == []
+    assert result["env"] == {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_THREAD_TIMEOUT": "16"}
+    assert result["setup"] == {"OPENBLAS_CORETYPE": "OPENBLAS_CORETYPE=Haswell set by the user",
+                               "OPENBLAS_THREAD_TIMEOUT": "OPENBLAS_THREAD_TIMEOUT=16 set by "
+                                                          "the user"}
+    if (threads.kernel_blas() or {}).get("internal_api") == "openblas":
+        assert result["coretype"].startswith("Haswell (OPENBLAS_CORETYPE=Haswell set by the user")

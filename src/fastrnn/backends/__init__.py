@@ -35,6 +35,29 @@ from h0; h_n holds each sequence's state after its own last step in the walk.
         grad_w_ih [H, I], grad_w_hh [H, H], grad_b_ih [H], grad_b_hh [H]
                           ADDED to (parameter gradients accumulate); the biases may be None
 
+    The gated cells (torch's gate order: LSTM i, f, g, o; GRU r, z, n with b_hn inside
+    r * (h W_hn^T + b_hn)) follow the same rules. ``workspace`` is written by the forward and
+    read by the backward: what backward needs of each row, in a layout every backend shares.
+
+    lstm_forward_<dev>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse,
+                       out, h_n, c_n, workspace)
+        h0 [B, P], c0 [B, H]; w_ih [4H, I], w_hh [4H, P]; b_ih, b_hh [4H] or None;
+        w_hr [P, H] (proj_size P) or None (then P == H); out [N, P] (layout rules as above);
+        h_n [B, P], c_n [B, H] written; workspace [N, 5H] C-contiguous, written with the gates
+        i, f, g, o after their activations and c_t
+    lstm_backward_<dev>(x, h0, c0, w_ih, w_hh, w_hr, batch_sizes, reverse, out, workspace,
+                        grad_out, grad_hn, grad_cn, grad_x, accumulate_x, grad_h0, grad_c0,
+                        grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr)
+        grad_out [N, P]; grad_hn [B, P], grad_cn [B, H]; grad_h0 [B, P], grad_c0 [B, H]
+        written; grad_w_hr [P, H] or None; parameter gradients ADDED to, as for the RNN
+
+    gru_forward_<dev>(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, out, h_n, workspace)
+        w_ih [3H, I], w_hh [3H, H]; b_ih, b_hh [3H] or None; workspace [N, 4H] C-contiguous,
+        written with r, z, n after their activations and h_prev W_hn^T + b_hn
+    gru_backward_<dev>(x, h0, w_ih, w_hh, batch_sizes, reverse, out, workspace, grad_out,
+                       grad_hn, grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh,
+                       grad_b_ih, grad_b_hh)
+
     Array operations on the device (``HostArrays`` below is the NumPy version):
         asarray(a, dtype) / to_host(a) / empty(shape, dtype) / zeros(shape, dtype)
         contiguous(a)       -> C-contiguous, equal to ``a`` (``a`` itself when it already is)

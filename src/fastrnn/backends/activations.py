@@ -18,6 +18,17 @@ def relu(a):
     return np.maximum(a, 0)
 
 
+def sigmoid(a):
+    """1 / (1 + exp(-a)), written as 0.5 + 0.5 tanh(a / 2): the same value, and no overflow for
+    large negative a (the gates of LSTM and GRU)."""
+    return 0.5 + 0.5 * np.tanh(0.5 * a)
+
+
+def sigmoid_grad(s):
+    """d sigmoid(a) / da with s = sigmoid(a)."""
+    return s * (1 - s)
+
+
 def tanh_grad(h):
     """d tanh(a) / da with h = tanh(a)."""
     return 1 - h * h

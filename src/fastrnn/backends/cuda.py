@@ -1,11 +1,19 @@
 """The 'cuda' backend: NVIDIA GPUs through Numba CUDA (package numba-cuda, extra ``fastrnn[cuda]``).
 
-Why it is built this way. One layer-direction costs a handful of launches, none per time step:
+Why it is built this way. One layer-direction costs a handful of launches, none per time step,
+and works on the PACKED rows only (backends/__init__.py), so a ragged batch costs its tokens:
 
-    forward   out = x W_ih^T + (b_ih + b_hh)        one tiled GEMM over all T*B rows, into out
-              h_t = act(out_t + h_{t-1} W_hh^T)     ONE launch that loops over time
+    forward   out = x W_ih^T + (b_ih + b_hh)        one tiled GEMM over all N packed rows
+              h_t = act(out_t + h_{t-1} W_hh^T)     ONE launch that loops over time; step t
+                                                    computes its B_t rows, writes h_n of the
+                                                    sequences ending there
     backward  g_t = dL/da_t for all t, dL/dh_0      ONE launch that loops over time
               dX = G W_ih, dW_ih = G^T X, dW_hh = G^T H_prev: tiled GEMMs; db: column sums of G
+
+H_prev is a shifted view of ``out`` when all sequences have one length (no copy); for a ragged
+batch a row's predecessor is not a fixed number of rows earlier, so one gather kernel builds
+H_prev [N, H] first. The step sizes (``batch_sizes``) and offsets are copied to the device once
+per call, as a [2, T+1] int64 "schedule" (see cuda_kernels).
 
 The products run on Numba's tiled GEMM kernel (cuda_kernels.gemm_kernel), the only path:
 CuPy/cuBLAS is not a dependency, and one code path is one path that CI runs in the simulator.
@@ -28,8 +36,11 @@ Which time-loop kernel runs (the "strategy", see plan_recurrence):
 48 KiB is what every GPU gives one block without an opt-in; numba-cuda has no public API for the
 opt-in (up to 227 KiB on H100), so the rule stays within it.
 
-Arrays are numba device arrays. ``ARRAYS.asarray`` wraps anything with
-``__cuda_array_interface__`` (CuPy, torch CUDA tensors) without a copy and copies host arrays in.
+The boundary: the entry points check every array once per call (device memory, shape, dtype,
+byte order, strides, writeability; batch_sizes' values) before anything is launched, because
+the kernels check nothing. Arrays are numba device arrays; anything with
+``__cuda_array_interface__`` (CuPy, torch CUDA tensors) is wrapped without a copy, and
+``ARRAYS.asarray`` copies host arrays in.
 """
 import contextlib
 import functools
@@ -40,6 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import is_cuda_array
+from .. import _checks
 
 try:
     from numba import config as _numba_config
@@ -55,6 +67,7 @@ MAX_THREADS = 256
 ROW_OUTPUTS_PER_BLOCK = 256          # rows strategy: batch rows per block = this // H, at least 1
 LARGE_TILE_MIN_BLOCKS = 128          # GEMM: big tiles only when they still make a full wave
 ELEMENTWISE_THREADS = 256
+MAX_GRID_Y = 65535                   # CUDA's limit on a grid's y (and z) size; x goes to 2**31 - 1
 COLUMN_SUM_THREADS = 128
 
 _forced = {"strategy": None, "weights_on_chip": None}
@@ -100,12 +113,127 @@ def _launch(kernel, blocks, threads, *args, shared_bytes=0):
 def _launch_1d(kernel, size, *args):
     """A grid-stride kernel over ``size`` items (callers skip empty arrays)."""
     threads = min(ELEMENTWISE_THREADS, _round_up(size, 32))
-    _launch(kernel, min(math.ceil(size / threads), 65535), threads, *args)
+    _launch(kernel, min(math.ceil(size / threads), MAX_GRID_Y), threads, *args)
+
+
+# ----------------------------------------------------------------------------- boundary checks
+def _on_device(what, a, written=False):
+    """``a`` as a numba device array, without a copy; a clear error for host memory or, when
+    the kernels write ``a``, a read-only export."""
+    if getattr(a, "__cuda_ndarray__", False):
+        return a
+    interface = getattr(a, "__cuda_array_interface__", None)
+    if interface is None:
+        raise TypeError(f"Expected {what} to be a CUDA device array (a numba device array or an "
+                        "object with __cuda_array_interface__), got "
+                        f"{type(a).__module__}.{type(a).__qualname__}; move host arrays to the "
+                        "device with fastrnn.backends.cuda.ARRAYS.asarray")
+    if written and interface["data"][1]:
+        raise ValueError(f"Expected {what} to be writable (the cuda backend writes into it), "
+                         "got a read-only device array")
+    itemsize = np.dtype(interface["typestr"]).itemsize
+    if interface["data"][0] % itemsize:
+        raise ValueError(f"Expected {what}'s data aligned to its {itemsize}-byte elements, got "
+                         f"address {interface['data'][0]:#x}")
+    return cuda.as_cuda_array(a)
+
+
+def _check_native(what, dtype):
+    """Kernels read native byte order only (torch refuses other byte orders too)."""
+    dtype = np.dtype(dtype)
+    if not dtype.isnative:
+        order = "big" if dtype.byteorder == ">" else "little"
+        raise ValueError(f"Expected {what} in the machine's native byte order, got a "
+                         f"{order}-endian {dtype.name} array (dtype {dtype.str!r}); convert it "
+                         f"with .astype(np.{dtype.name})")
+
+
+def _check_layout(what, a, layout):
+    """'C': C-contiguous. 'rows' ([N, H]): last axis contiguous, rows evenly spaced at least H
+    elements apart (one half of a bidirectional [N, 2H] buffer qualifies)."""
+    if a.size and layout == "C" and not a.is_c_contiguous():
+        raise ValueError(f"Expected {what} to be C-contiguous, got strides {tuple(a.strides)} "
+                         f"(bytes) for shape {tuple(a.shape)}")
+    if a.size and layout == "rows" and not _rows_evenly_spaced(a):
+        raise ValueError(f"Expected {what} [N, H] with a contiguous last axis and rows at least H "
+                         f"elements apart, got strides {tuple(a.strides)} (bytes) for shape "
+                         f"{tuple(a.shape)}")
+
+
+def _rows_evenly_spaced(a):
+    itemsize, (rows, columns), (row_stride, column_stride) = (
+        np.dtype(a.dtype).itemsize, tuple(a.shape), tuple(a.strides))
+    return ((columns == 1 or column_stride == itemsize) and
+            (rows == 1 or (row_stride >= columns * itemsize and row_stride % itemsize == 0)))
+
+
+def _checked(what, a, shape, dtype, layout="C", written=False):
+    """``a`` as a device array (no copy) after checking everything the kernels rely on."""
+    a = _on_device(what, a, written)
+    _checks.check_same_shape(what, a, shape)
+    _checks.check_array_dtype(what, a, dtype)
+    _check_native(what, a.dtype)
+    _check_layout(what, a, layout)
+    return a
+
+
+def check_batch_sizes(batch_sizes):
+    """The packed layout's step sizes: a host int64 array [T], T >= 1, non-increasing, every
+    entry >= 1 (their sum N and first entry B are checked as the arrays' shapes). Returns it."""
+    if is_cuda_array(batch_sizes) or not isinstance(batch_sizes, np.ndarray):
+        raise TypeError("Expected batch_sizes to be a host NumPy int64 array, got "
+                        f"{type(batch_sizes).__module__}.{type(batch_sizes).__qualname__}")
+    if batch_sizes.dtype != np.int64 or batch_sizes.ndim != 1 or len(batch_sizes) == 0:
+        raise ValueError("Expected batch_sizes to be a non-empty 1-D int64 array, got dtype "
+                         f"{batch_sizes.dtype.str!r} and shape {batch_sizes.shape}")
+    if batch_sizes.min() < 1 or np.any(np.diff(batch_sizes) > 0):
+        raise ValueError("Expected batch_sizes to be non-increasing with every entry >= 1 "
+                         f"(sequences sorted by decreasing length), got {batch_sizes}")
+    return batch_sizes
+
+
+def _check_weights(w_ih, w_hh):
+    """(w_ih, w_hh, dtype name, input size I, hidden size H), both weights checked."""
+    w_hh = _on_device("w_hh", w_hh)
+    if len(w_hh.shape) != 2 or w_hh.shape[0] != w_hh.shape[1]:
+        raise _checks.ShapeError(f"Expected w_hh of shape (H, H), got {tuple(w_hh.shape)}")
+    dtype = _checks.check_dtype_name(w_hh.dtype)
+    hidden = w_hh.shape[0]
+    w_ih = _on_device("w_ih", w_ih)
+    if len(w_ih.shape) != 2 or w_ih.shape[0] != hidden:
+        raise _checks.ShapeError(f"Expected w_ih of shape ({hidden}, I), got {tuple(w_ih.shape)}")
+    return (_checked("w_ih", w_ih, w_ih.shape, dtype), _checked("w_hh", w_hh, w_hh.shape, dtype),
+            dtype, w_ih.shape[1], hidden)
+
+
+def _check_biases(names, biases, hidden, dtype, written=False):
+    """Both biases (or bias gradients) [H], or both None."""
+    if (biases[0] is None) != (biases[1] is None):
+        raise ValueError(f"Expected {names[0]} and {names[1]} both arrays or both None")
+    if biases[0] is None:
+        return biases
+    return tuple(_checked(name, b, (hidden,), dtype, written=written)
+                 for name, b in zip(names, biases))
 
 
 # ----------------------------------------------------------------------------- arrays
 def _flat(a):
     return a.reshape(a.size)
+
+
+def _host_index(index, limit):
+    """A row index for take_rows/put_rows: host integers in [0, limit), as int64 [M]."""
+    if is_cuda_array(index):
+        raise TypeError("Expected index to be a host NumPy integer array (it is checked before "
+                        "any kernel reads it), got a device array")
+    index = np.asarray(index)
+    if index.ndim != 1 or (index.dtype.kind not in "iu" and index.size):
+        raise TypeError(f"Expected index to be a 1-D integer array, got dtype {index.dtype} and "
+                        f"shape {index.shape}")
+    if index.size and (index.min() < 0 or index.max() >= limit):
+        raise IndexError(f"index out of range: rows are 0..{limit - 1}, got {index.min()}.."
+                         f"{index.max()}")
+    return index.astype(np.int64)
 
 
 class DeviceArrays:
@@ -123,7 +251,9 @@ class DeviceArrays:
         elif hasattr(a, "__cuda_array_interface__"):
             device = cuda.as_cuda_array(a)
         else:
-            return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+            host = np.ascontiguousarray(a, dtype=dtype)
+            _check_native("an array", host.dtype)
+            return cuda.to_device(host)
         if dtype is not None and np.dtype(dtype) != device.dtype:
             converted = DeviceArrays.empty(device.shape, dtype)
             DeviceArrays.copy_into(converted, device)
@@ -176,6 +306,32 @@ class DeviceArrays:
     def add(a, b):
         return _elementwise(a, b, multiply=False)
 
+    @staticmethod
+    def take_rows(a, index):
+        """a[index] for a 2-D device array and a host integer index (one gather kernel)."""
+        a = _on_device("a", a)
+        index = _host_index(index, a.shape[0])
+        result = DeviceArrays.empty((len(index), a.shape[1]), a.dtype)
+        if result.size:
+            _launch_1d(kernels.gather_rows, result.size, a, cuda.to_device(index), result)
+        return result
+
+    @staticmethod
+    def put_rows(shape, index, rows):
+        """zeros(shape) with rows[i] at row index[i]; the index's entries must be distinct."""
+        rows = _on_device("rows", rows)
+        index = _host_index(index, shape[0])
+        if tuple(rows.shape) != (len(index), shape[1]):
+            raise _checks.ShapeError(f"Expected rows of shape {(len(index), shape[1])}, got "
+                                     f"{tuple(rows.shape)}")
+        if len(np.unique(index)) != len(index):
+            raise ValueError("put_rows: the index has repeated entries (the kernel writes rows "
+                             "in parallel, so only distinct rows have one answer)")
+        result = DeviceArrays.zeros(shape, rows.dtype)
+        if rows.size:
+            _launch_1d(kernels.scatter_rows, rows.size, rows, cuda.to_device(index), result)
+        return result
+
 
 def _elementwise(a, b, multiply):
     if tuple(a.shape) != tuple(b.shape):
@@ -192,11 +348,6 @@ ARRAYS = DeviceArrays
 
 
 # ----------------------------------------------------------------------------- products
-def _as_rows(matrix):
-    """A C-contiguous 2-D [R, F] array as the row array [1, R, F] the GEMM kernel reads."""
-    return matrix.reshape((1,) + tuple(matrix.shape))
-
-
 def choose_tile(m, n):
     """The big register tile when it still gives a full wave of blocks, else the small one."""
     large_m, large_n = kernels.LARGE_TILE[:2]
@@ -212,19 +363,25 @@ def _no_bias(dtype):
 
 def gemm_into(c, a, b, *, a_transposed=False, b_transposed=False, bias=None, accumulate=False,
               tile=None):
-    """C = op(a) @ op(b) (+ bias) (+ C when accumulate), all operands row arrays [P, Q, F] read
-    as [P*Q, F] matrices (see cuda_kernels); ``tile`` forces a tile shape."""
-    m, n = c.shape[0] * c.shape[1], c.shape[2]
-    a_rows, a_cols = a.shape[0] * a.shape[1], a.shape[2]
-    b_rows, b_cols = b.shape[0] * b.shape[1], b.shape[2]
-    (a_m, k), (b_k, b_n) = ((a_cols, a_rows) if a_transposed else (a_rows, a_cols),
-                            (b_cols, b_rows) if b_transposed else (b_rows, b_cols))
+    """C = op(a) @ op(b) (+ bias) (+ C when accumulate) on 2-D device arrays of any strides;
+    ``tile`` forces a tile shape."""
+    (m, n), (a_m, k), (b_k, b_n) = (tuple(c.shape), tuple(a.shape)[::-1] if a_transposed else
+                                    tuple(a.shape), tuple(b.shape)[::-1] if b_transposed else
+                                    tuple(b.shape))
     if (a_m, b_k, b_n) != (m, k, n):
         raise ValueError(f"gemm_into: op(a) is {a_m}x{k}, op(b) {b_k}x{b_n}, c {m}x{n}")
     if m == 0 or n == 0 or (k == 0 and accumulate and bias is None):
         return
     dtype = np.dtype(c.dtype).name
     tile = tile or choose_tile(m, n)
+    slab = MAX_GRID_Y * tile[1]         # the columns one launch covers (grid y is 16-bit)
+    if n > slab:
+        for start in range(0, n, slab):
+            part = slice(start, start + slab)
+            gemm_into(c[:, part], a, b[part] if b_transposed else b[:, part],
+                      a_transposed=a_transposed, b_transposed=b_transposed,
+                      bias=None if bias is None else bias[part], accumulate=accumulate, tile=tile)
+        return
     blocks = (math.ceil(m / tile[0]), math.ceil(n / tile[1]))
     bias_arg = _no_bias(dtype) if bias is None else bias
     _launch(kernels.gemm_kernel(dtype, tile), blocks, kernels.tile_threads(tile),
@@ -376,43 +533,91 @@ def _run_recurrence(which, data_args, batch, hidden, dtype):
 _FORWARD, _BACKWARD = 0, 1
 
 
+def _device_schedule(batch_sizes):
+    """[2, T+1] int64 on the device: B_t then 0, offset_t then N (see cuda_kernels)."""
+    schedule = np.zeros((2, len(batch_sizes) + 1), np.int64)
+    schedule[0, :-1] = batch_sizes
+    schedule[1, 1:] = np.cumsum(batch_sizes)
+    return cuda.to_device(schedule)
+
+
+def _is_equal_length(batch_sizes):
+    return bool((batch_sizes == batch_sizes[0]).all())
+
+
 # ----------------------------------------------------------------------------- the contract
-def rnn_forward_cuda(x, h0, w_ih, w_hh, bias, out, reverse, relu):
-    # x [T, B, I], h0 [B, H], w_ih [H, I], w_hh [H, H], bias [H] or None, out [T, B, H]
-    hidden = w_hh.shape[0]
-    gemm_into(out, x, _as_rows(w_ih), b_transposed=True, bias=bias)        # x W_ih^T + b
-    _run_recurrence(_FORWARD, (h0, w_hh.reshape(hidden * hidden), out, bool(reverse), bool(relu)),
-                    out.shape[1], hidden, out.dtype)
+def rnn_forward_cuda(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, relu, out, h_n):
+    # x [N, I], h0 [B, H], w_ih [H, I], w_hh [H, H], b_ih/b_hh [H] or None,
+    # batch_sizes [T] (host), out [N, H] (rows layout), h_n [B, H]
+    w_ih, w_hh, dtype, inputs, hidden = _check_weights(w_ih, w_hh)
+    batch_sizes = check_batch_sizes(batch_sizes)
+    rows, batch = int(batch_sizes.sum()), int(batch_sizes[0])
+    x = _checked("x", x, (rows, inputs), dtype)
+    h0 = _checked("h0", h0, (batch, hidden), dtype)
+    b_ih, b_hh = _check_biases(("b_ih", "b_hh"), (b_ih, b_hh), hidden, dtype)
+    out = _checked("out", out, (rows, hidden), dtype, "rows", written=True)
+    h_n = _checked("h_n", h_n, (batch, hidden), dtype, written=True)
+
+    bias = None if b_ih is None else DeviceArrays.add(b_ih, b_hh)
+    gemm_into(out, x, w_ih, b_transposed=True, bias=bias)                  # x W_ih^T + b
+    if hidden:
+        _run_recurrence(_FORWARD, (h0, _flat(w_hh), out, h_n, _device_schedule(batch_sizes),
+                                   bool(reverse), bool(relu)), batch, hidden, dtype)
 
 
-def rnn_backward_cuda(x, h0, w_ih, w_hh, out, grad_out, grad_hn, reverse, relu,
+def rnn_backward_cuda(x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, grad_out, grad_hn,
                       grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh):
     # shapes: see fastrnn/backends/__init__.py; grad_b_ih/grad_b_hh [H] or None
-    steps, batch, hidden = out.shape
-    grad_a = DeviceArrays.empty((steps, batch, hidden), out.dtype)          # dL/da_t [T, B, H]
-    w_hh_t = DeviceArrays.swap_batch_time(w_hh.reshape(hidden, hidden, 1))  # W_hh^T [H, H, 1]
-    _run_recurrence(_BACKWARD, (grad_out, out, grad_hn, w_hh_t.reshape(hidden * hidden), grad_a,
-                                grad_h0, bool(reverse), bool(relu)), batch, hidden, out.dtype)
-    gemm_into(grad_x, grad_a, _as_rows(w_ih), accumulate=accumulate_x)      # G W_ih
-    gemm_into(_as_rows(grad_w_ih), grad_a, x, a_transposed=True, accumulate=True)   # G^T X
-    _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, reverse)
-    if grad_b_ih is not None:
+    w_ih, w_hh, dtype, inputs, hidden = _check_weights(w_ih, w_hh)
+    batch_sizes = check_batch_sizes(batch_sizes)
+    rows, batch = int(batch_sizes.sum()), int(batch_sizes[0])
+    x = _checked("x", x, (rows, inputs), dtype)
+    h0 = _checked("h0", h0, (batch, hidden), dtype)
+    out = _checked("out", out, (rows, hidden), dtype, "rows")
+    grad_out = _checked("grad_out", grad_out, (rows, hidden), dtype, "rows")
+    grad_hn = _checked("grad_hn", grad_hn, (batch, hidden), dtype)
+    grad_x = _checked("grad_x", grad_x, (rows, inputs), dtype, written=True)
+    grad_h0 = _checked("grad_h0", grad_h0, (batch, hidden), dtype, written=True)
+    grad_w_ih = _checked("grad_w_ih", grad_w_ih, (hidden, inputs), dtype, written=True)
+    grad_w_hh = _checked("grad_w_hh", grad_w_hh, (hidden, hidden), dtype, written=True)
+    grad_b_ih, grad_b_hh = _check_biases(("grad_b_ih", "grad_b_hh"), (grad_b_ih, grad_b_hh),
+                                         hidden, dtype, written=True)
+
+    grad_a = DeviceArrays.empty((rows, hidden), dtype)                      # dL/da [N, H]
+    schedule = _device_schedule(batch_sizes)
+    if hidden:
+        w_hh_t = DeviceArrays.swap_batch_time(w_hh.reshape(hidden, hidden, 1))   # W_hh^T
+        _run_recurrence(_BACKWARD, (grad_out, out, grad_hn, _flat(w_hh_t), grad_a, grad_h0,
+                                    schedule, bool(reverse), bool(relu)), batch, hidden, dtype)
+    gemm_into(grad_x, grad_a, w_ih, accumulate=accumulate_x)                # G W_ih
+    gemm_into(grad_w_ih, grad_a, x, a_transposed=True, accumulate=True)     # G^T X
+    _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, batch_sizes, schedule, reverse)
+    if grad_b_ih is not None and hidden:
         threads = min(COLUMN_SUM_THREADS, _round_up(hidden, 32))
-        _launch(kernels.column_sums_kernel(np.dtype(out.dtype).name), math.ceil(hidden / threads),
-                threads, grad_a, grad_b_ih, grad_b_hh)
+        _launch(kernels.column_sums_kernel(dtype), math.ceil(hidden / threads), threads,
+                grad_a, grad_b_ih, grad_b_hh)
 
 
-def _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, reverse):
-    """grad_w_hh += G^T H_prev: h_{t-1} is ``out`` one step earlier in this direction's time
-    order, and h0 at the first step, so it is two products on slices, no [T, B, H] copy."""
-    steps = out.shape[0]
-    grad_w_hh = _as_rows(grad_w_hh)
-    if steps > 1:
-        later, earlier = ((grad_a[:steps - 1], out[1:]) if reverse
-                          else (grad_a[1:], out[:steps - 1]))
-        gemm_into(grad_w_hh, later, earlier, a_transposed=True, accumulate=True)
-    first = steps - 1 if reverse else 0
-    gemm_into(grad_w_hh, grad_a[first:first + 1], _as_rows(h0), a_transposed=True, accumulate=True)
+def _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, batch_sizes, schedule, reverse):
+    """grad_w_hh += G^T H_prev. Equal lengths: h_{t-1} is ``out`` one step (B rows) earlier in
+    this direction's walk, and h0 at its first step: two products on row ranges, no copy.
+    Ragged: H_prev gathered by one kernel, then one product."""
+    rows, hidden = grad_a.shape
+    if not hidden:
+        return
+    if not _is_equal_length(batch_sizes):
+        h_prev = DeviceArrays.empty((rows, hidden), grad_a.dtype)
+        _launch_1d(kernels.previous_states, h_prev.size, out, h0, schedule, bool(reverse),
+                   h_prev)
+        gemm_into(grad_w_hh, grad_a, h_prev, a_transposed=True, accumulate=True)
+        return
+    batch = int(batch_sizes[0])
+    later, earlier = (slice(0, rows - batch), slice(batch, rows)) if reverse else \
+        (slice(batch, rows), slice(0, rows - batch))
+    if rows > batch:
+        gemm_into(grad_w_hh, grad_a[later], out[earlier], a_transposed=True, accumulate=True)
+    first = slice(rows - batch, rows) if reverse else slice(0, batch)
+    gemm_into(grad_w_hh, grad_a[first], h0, a_transposed=True, accumulate=True)
 
 
 rnn_forward = rnn_forward_cuda

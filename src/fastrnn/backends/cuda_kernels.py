@@ -1,43 +1,61 @@
-"""Numba CUDA kernels of the 'cuda' backend; cuda.py chooses and launches them.
+"""Numba CUDA kernels of the 'cuda' backend; cuda.py checks their arguments and launches them.
 
 Why these kernels and no others:
 
-- ``gemm``: every big product of a layer-direction (the input projection of all T steps with
-  the folded bias, dX = G W_ih, dW_ih = G^T X, dW_hh = G^T H_prev) is this one tiled kernel
-  (shared-memory tiles, a small register tile per thread). Its operands are 3-D "row arrays"
-  [P, Q, F] read as the matrix [P*Q, F] (matrix row r is [r // Q, r % Q]), each optionally
-  transposed, so the strided half of a bidirectional [T, B, 2H] buffer, time-shifted slices of
-  it and 2-D weights (viewed as [1, H, F]) all go in without a copy.
-- ``forward`` / ``backward``: the time loop runs inside ONE launch. At every step a block
-  computes the outputs (b, j) of its batch rows x its hidden units from the previous step's
-  vector (h_{t-1} forward, dL/da_{t+1} backward, read from global memory) and its rows of W_hh
+- ``gemm``: every big product of a layer-direction (the input projection of all N packed rows
+  with the bias, dX = G W_ih, dW_ih = G^T X, dW_hh = G^T H_prev) is this one tiled kernel
+  (shared-memory tiles, a small register tile per thread) on 2-D operands with any strides,
+  each optionally transposed, so the strided half of a bidirectional [N, 2H] buffer and row
+  ranges of it go in without a copy.
+- ``forward`` / ``backward``: the time loop runs inside ONE launch. Rows are PACKED (see
+  backends/__init__.py): step t owns rows [offset_t, offset_t + B_t) of out, its B_t batch rows
+  being the sequences still running at t. At every step a block computes the outputs (b, j) of
+  its batch rows below B_t x its hidden units from each row's previous vector (the same
+  sequence's row of the previous step of the walk, or h0 for a sequence that starts here;
+  backward: dL/da of the later step, or dL/dh_n where a sequence ends) and its rows of W_hh
   (W_hh^T backward), kept in shared memory for the whole launch (or, when cuda.py finds they
-  cannot be, read from global memory at every step). A block that owns
-  ALL the units of its batch rows only waits for its own threads between steps ("rows"
-  kernels, any number of blocks); a block that owns a slice of the units needs every other
-  block's outputs: one grid-wide barrier per step ("grid" kernels, cooperative launch). Both
-  come from one body with a different barrier, because numba launches a kernel that contains
-  a grid sync cooperatively, and a cooperative grid is limited to what fits on the GPU at once.
-  When a block has more threads than outputs, ``lanes`` threads share one dot product and
-  add their parts through shared memory.
-- small helpers: batch/time swap (also transposes W_hh), elementwise products, fill, column
-  sums.
+  cannot be, read from global memory at every step). Nothing runs for rows past B_t.
+  A block that owns ALL the units of its batch rows only waits for its own threads between
+  steps ("rows" kernels, any number of blocks); a block that owns a slice of the units needs
+  every other block's outputs: one grid-wide barrier per step ("grid" kernels, cooperative
+  launch). Both come from one body with a different barrier, because numba launches a kernel
+  that contains a grid sync cooperatively, and a cooperative grid is limited to what fits on
+  the GPU at once. When a block has more threads than outputs, ``lanes`` threads share one dot
+  product and add their parts through shared memory.
+- ``schedule`` [2, T+1] int64, copied to the device once per call, tells the kernels the packed
+  layout: schedule[0, t] = B_t (schedule[0, T] = 0), schedule[1, t] = offset_t (schedule[1, T] = N).
+- ``previous_states``: the state each packed row started from, for dW_hh of a ragged batch
+  (there a row's predecessor is not a fixed number of rows earlier).
+- small helpers: row gather/scatter (packing), batch/time swap (also transposes W_hh),
+  elementwise products, fill, column sums.
 
-Shared-memory arrays and typed constants need the dtype at compile time, so the kernels that
-use them are built per dtype by cached factories. Kernels never check their arguments:
-cuda.py (and functional.py above it) do.
+The activations and their derivatives are those of activations.py (one definition for NumPy
+and Numba), compiled as device functions. Shared-memory arrays and typed constants need the
+dtype at compile time, so the kernels that use them are built per dtype by cached factories.
+Index arithmetic is 64-bit (array shapes are int64; thread indices only ever meet int64
+operands), so N*H past 2**31 is fine. Kernels never check their arguments: cuda.py does.
 """
 import functools
-import math
 
 import numpy as np
 from numba import cuda, from_dtype
+
+from . import activations
 
 # (BM, BN, BK, TM, TN): a block computes a BM x BN tile of C, stepping K by BK; each of its
 # (BM/TM) x (BN/TN) threads owns TM x TN outputs, strided so neighbouring threads touch
 # neighbouring shared-memory words.
 SMALL_TILE = (16, 16, 8, 2, 2)
 LARGE_TILE = (64, 64, 16, 4, 4)
+
+# activations.py's functions as device functions. Numba types a Python int constant as int64,
+# so for a float32 h `1 - h * h` is float64 there (float32 in NumPy): the kernels cast each
+# result back to their dtype at once (recurrent_kernels), which lets NVVM fold the round trip
+# away, and float32 kernels stay float32 (the sm_90 PTX test checks it).
+tanh = cuda.jit(device=True)(activations.tanh)
+relu = cuda.jit(device=True)(activations.relu)
+tanh_grad = cuda.jit(device=True)(activations.tanh_grad)
+relu_grad = cuda.jit(device=True)(activations.relu_grad)
 
 
 def tile_threads(tile):
@@ -59,6 +77,24 @@ def swap_first_axes(src, dst):
 
 
 @cuda.jit
+def gather_rows(src, index, dst):
+    # src [R, F]; index [M] int64, each in [0, R); dst [M, F] = src[index]
+    f_size = dst.shape[1]
+    for e in range(cuda.grid(1), dst.shape[0] * f_size, cuda.gridsize(1)):
+        i, f = e // f_size, e % f_size
+        dst[i, f] = src[index[i], f]
+
+
+@cuda.jit
+def scatter_rows(rows, index, dst):
+    # rows [M, F]; index [M] int64, distinct, each in [0, R); dst [R, F]: dst[index] = rows
+    f_size = rows.shape[1]
+    for e in range(cuda.grid(1), rows.shape[0] * f_size, cuda.gridsize(1)):
+        i, f = e // f_size, e % f_size
+        dst[index[i], f] = rows[i, f]
+
+
+@cuda.jit
 def elementwise(a, b, out, multiply):
     # a, b, out [n]; out = a * b (multiply) or a + b
     for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
@@ -73,9 +109,44 @@ def fill(out, value):
 
 
 @cuda.jit(device=True)
-def _time_at(step, steps, backwards):
-    """The time index visited at ``step`` of a walk over ``steps`` time steps."""
-    return steps - 1 - step if backwards else step
+def _step_at(schedule, walk_index, backwards):
+    """(B_t, offset_t) of the step visited at ``walk_index`` of a walk over the schedule's T
+    steps (backwards: t = T-1 .. 0); (0, 0) before the walk's start or after its end."""
+    steps = schedule.shape[1] - 1
+    if walk_index < 0 or walk_index >= steps:
+        return 0, 0
+    t = steps - 1 - walk_index if backwards else walk_index
+    return schedule[0, t], schedule[1, t]
+
+
+@cuda.jit(device=True)
+def _step_of_row(schedule, row):
+    """The step t whose rows hold packed row ``row``: offset_t <= row < offset_{t+1}."""
+    low, high = 0, schedule.shape[1] - 2
+    while low < high:
+        middle = (low + high + 1) // 2
+        if schedule[1, middle] <= row:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+@cuda.jit
+def previous_states(out, h0, schedule, reverse, h_prev):
+    # out [N, H] (the h_t); h0 [B, H]; schedule [2, T+1]; h_prev [N, H] written: packed row r
+    # of step t, sequence b, gets the state step t started from: row b of the previous step of
+    # this direction's walk (t-1, or t+1 when reverse) if sequence b ran there, else h0[b]
+    steps, n = schedule.shape[1] - 1, out.shape[1]
+    for e in range(cuda.grid(1), h_prev.shape[0] * n, cuda.gridsize(1)):
+        row, k = e // n, e % n
+        t = _step_of_row(schedule, row)
+        b = row - schedule[1, t]
+        previous = t + 1 if reverse else t - 1
+        if 0 <= previous < steps and b < schedule[0, previous]:
+            h_prev[row, k] = out[schedule[1, previous] + b, k]
+        else:
+            h_prev[row, k] = h0[b, k]
 
 
 @cuda.jit(device=True)
@@ -95,6 +166,13 @@ def _slice_of(index, per_block, total):
     return start, max(0, min(per_block, total - start))
 
 
+@cuda.jit(device=True)
+def _rows_below(block_rows, size):
+    """The part of the block's batch rows (start, count) that lies below ``size``."""
+    start, count = block_rows
+    return start, max(0, min(count, size - start))
+
+
 # ----------------------------------------------------------------------------- per-dtype kernels
 @functools.lru_cache(maxsize=None)
 def column_sums_kernel(dtype):
@@ -102,13 +180,12 @@ def column_sums_kernel(dtype):
 
     @cuda.jit
     def add_column_sums(g, out_a, out_b):
-        # g [T, B, H]; out_a, out_b [H]: both += the column sums of g as a [T*B, H] matrix
+        # g [N, H]; out_a, out_b [H]: both += the column sums of g
         n = cuda.grid(1)
-        if n < g.shape[2]:
+        if n < g.shape[1]:
             total = zero
-            for t in range(g.shape[0]):
-                for b in range(g.shape[1]):
-                    total += g[t, b, n]
+            for r in range(g.shape[0]):
+                total += g[r, n]
             out_a[n] += total
             out_b[n] += total
 
@@ -117,7 +194,7 @@ def column_sums_kernel(dtype):
 
 @functools.lru_cache(maxsize=None)
 def gemm_kernel(dtype, tile):
-    """c = op(a) @ op(b) (+ bias) (+ c) on row arrays, as described in the module header."""
+    """c = op(a) @ op(b) (+ bias) (+ c) on 2-D operands, as described in the module header."""
     block_m, block_n, block_k, thread_m, thread_n = tile
     cols, rows = tile_threads(tile)
     threads = rows * cols
@@ -128,10 +205,9 @@ def gemm_kernel(dtype, tile):
     @cuda.jit(device=True)
     def load_tile(tile_s, extent, src, x0, k0, nx, nk, k_along_features):
         # tile_s [block_k, extent + 1] <- tile_s[kk, x] = op(x0 + x, k0 + kk), zero outside
-        # op's [nx, nk]; op(x, k) is src's matrix at [x, k] (k_along_features) or at [k, x].
+        # op's [nx, nk]; op(x, k) is src[x, k] (k_along_features) or src[k, x].
         # Neighbouring threads read neighbouring features, so global reads coalesce.
         tid = cuda.threadIdx.y * cols + cuda.threadIdx.x
-        q_size = src.shape[1]
         for e in range(tid, block_k * extent, threads):
             if k_along_features:
                 x, kk = e // block_k, e % block_k
@@ -141,20 +217,19 @@ def gemm_kernel(dtype, tile):
                 kk, x = e // extent, e % extent
                 row, feature = k0 + kk, x0 + x
                 inside = row < nk and feature < nx
-            tile_s[kk, x] = src[row // q_size, row % q_size, feature] if inside else zero
+            tile_s[kk, x] = src[row, feature] if inside else zero
 
     @cuda.jit
     def gemm(a, a_transposed, b, b_transposed, bias, add_bias, c, accumulate):
-        # c [P, Q, N] is the matrix C [M = P*Q, N];
-        # a: A [M, K] is a's matrix, or its transpose (a_transposed);
-        # b: B [K, N] is b's matrix, or its transpose (b_transposed);
+        # c [M, N]; a: A [M, K] is a, or a's transpose (a_transposed, a [K, M]);
+        # b: B [K, N] is b, or b's transpose (b_transposed, b [N, K]);
         # bias [N] (read only when add_bias); C = A @ B (+ bias) (+ C when accumulate)
         a_s = cuda.shared.array(a_tile_shape, numba_dtype)
         b_s = cuda.shared.array(b_tile_shape, numba_dtype)
         acc = cuda.local.array((thread_m, thread_n), numba_dtype)
         b_row = cuda.local.array(thread_n, numba_dtype)
-        m_size, n_size = c.shape[0] * c.shape[1], c.shape[2]
-        k_size = a.shape[0] * a.shape[1] if a_transposed else a.shape[2]
+        m_size, n_size = c.shape
+        k_size = a.shape[0] if a_transposed else a.shape[1]
         m0, n0 = cuda.blockIdx.x * block_m, cuda.blockIdx.y * block_n
         tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
         for i in range(thread_m):
@@ -172,11 +247,9 @@ def gemm_kernel(dtype, tile):
                     for j in range(thread_n):
                         acc[i, j] += a_value * b_row[j]
             cuda.syncthreads()
-        q_size = c.shape[1]
         for i in range(thread_m):
             m = m0 + ty + i * rows
             if m < m_size:
-                p, q = m // q_size, m % q_size
                 for j in range(thread_n):
                     n = n0 + tx + j * cols
                     if n < n_size:
@@ -184,8 +257,8 @@ def gemm_kernel(dtype, tile):
                         if add_bias:
                             value += bias[n]
                         if accumulate:
-                            value += c[p, q, n]
-                        c[p, q, n] = value
+                            value += c[m, n]
+                        c[m, n] = value
 
     return gemm
 
@@ -194,38 +267,37 @@ def gemm_kernel(dtype, tile):
 def recurrent_kernels(dtype, grid_wide):
     """(forward, backward) time-loop kernels; ``grid_wide``: blocks own unit slices and meet at
     a grid barrier each step (cooperative launch), else blocks own whole batch rows."""
-    zero, one = np.dtype(dtype).type(0), np.dtype(dtype).type(1)
+    scalar, zero = np.dtype(dtype).type, np.dtype(dtype).type(0)
     numba_dtype = from_dtype(np.dtype(dtype))
     barrier = _grid_barrier if grid_wide else _block_barrier
 
     @cuda.jit(device=True)
-    def activate(a, relu):
-        if relu:
-            return a if a > zero else zero
-        return math.tanh(a)
+    def activate(a, relu_mode):
+        return scalar(relu(a)) if relu_mode else scalar(tanh(a))
 
     @cuda.jit(device=True)
-    def through_activation(upstream, h, relu):
+    def through_activation(upstream, h, relu_mode):
         """upstream * act'(a), written with h = act(a)."""
-        if relu:
-            return upstream if h > zero else zero
-        return upstream * (one - h * h)
+        grad = scalar(relu_grad(h)) if relu_mode else scalar(tanh_grad(h))
+        return upstream * grad
 
     @cuda.jit(device=True)
-    def partial_dot(vector, row, weights, start, n, lane, lanes):
-        # vector [B, n]; weights [*]: this lane's share of sum_k vector[row, k] weights[start + k]
+    def partial_dot(vectors, row, weights, start, lane, lanes):
+        # vectors [*, n]; weights [*]: this lane's share of sum_k vectors[row, k] weights[start + k]
         total = zero
-        for k in range(lane, n, lanes):
-            total += vector[row, k] * weights[start + k]
+        for k in range(lane, vectors.shape[1], lanes):
+            total += vectors[row, k] * weights[start + k]
         return total
 
     @cuda.jit(device=True)
-    def chunk_dot(vector, use_vector, chunk, block_rows, block_units, weights, row_stride,
-                  scratch, lanes):
-        # One chunk of the block's (row, unit) outputs; block_rows = (b0, nb), block_units =
-        # (j0, nj); unit j's weights start at weights[(j - j0) * row_stride]. Every thread of
-        # the block must call it (it has barriers). Returns (owner, b, j, dot): owner is True
-        # for the one thread per output that holds the finished sum (0 if not use_vector).
+    def chunk_dot(carried, carried_offset, carried_rows, starts, use_starts, chunk, block_rows,
+                  block_units, weights, row_stride, scratch, lanes):
+        # One chunk of the block's (row, unit) outputs: the dot of row b's previous vector with
+        # unit j's weights (from weights[(j - j0) * row_stride]). Row b's previous vector is
+        # carried[carried_offset + b] when b < carried_rows, else starts[b] (use_starts) or
+        # zero. block_rows = (b0, nb), block_units = (j0, nj). Every thread of the block must
+        # call it (it has barriers). Returns (owner, b, j, dot): owner is True for the one
+        # thread per output that holds the finished sum.
         b0, nb = block_rows
         j0, nj = block_units
         tid = cuda.threadIdx.x
@@ -235,8 +307,11 @@ def recurrent_kernels(dtype, grid_wide):
         b = b0 + (pair // nj if inside else 0)
         jj = pair % nj if inside else 0
         partial = zero
-        if inside and use_vector:
-            partial = partial_dot(vector, b, weights, jj * row_stride, vector.shape[1], lane, lanes)
+        start = jj * row_stride
+        if inside and b < carried_rows:
+            partial = partial_dot(carried, carried_offset + b, weights, start, lane, lanes)
+        elif inside and use_starts:
+            partial = partial_dot(starts, b, weights, start, lane, lanes)
         scratch[tid] = partial
         cuda.syncthreads()
         total = zero
@@ -273,50 +348,52 @@ def recurrent_kernels(dtype, grid_wide):
         return (rows[1] * units[1] + per_chunk - 1) // per_chunk
 
     @cuda.jit
-    def forward(h0, w_hh, out, reverse, relu, rows_per_block, units_per_block, lanes,
-                weights_on_chip):
-        # h0 [B, H]; w_hh [H*H] (row-major W_hh);
-        # out [T, B, H]: x_t W_ih^T + b on entry, h_t on exit
-        steps, n_rows, n = out.shape
+    def forward(h0, w_hh, out, h_n, schedule, reverse, relu_mode, rows_per_block,
+                units_per_block, lanes, weights_on_chip):
+        # h0 [B, H]; w_hh [H*H] (row-major W_hh); out [N, H] packed: x W_ih^T + b on entry,
+        # h_t on exit; h_n [B, H] written; schedule [2, T+1] int64 (see the module header)
+        n = out.shape[1]
         rows, units, scratch, weights, stride = block_setup(
-            w_hh, rows_per_block, units_per_block, n_rows, n, weights_on_chip)
-        for step in range(steps):
-            t, t_prev = _time_at(step, steps, reverse), _time_at(max(step - 1, 0), steps, reverse)
-            for chunk in range(chunk_count(rows, units, lanes)):
-                if step == 0:
-                    owner, b, j, dot = chunk_dot(h0, True, chunk, rows, units, weights, stride,
-                                                 scratch, lanes)
-                else:
-                    owner, b, j, dot = chunk_dot(out[t_prev], True, chunk, rows, units, weights,
-                                                 stride, scratch, lanes)
+            w_hh, rows_per_block, units_per_block, h0.shape[0], n, weights_on_chip)
+        for step in range(schedule.shape[1] - 1):
+            size, offset = _step_at(schedule, step, reverse)
+            previous_size, previous_offset = _step_at(schedule, step - 1, reverse)
+            next_size, _ = _step_at(schedule, step + 1, reverse)
+            active = _rows_below(rows, size)
+            for chunk in range(chunk_count(active, units, lanes)):
+                owner, b, j, dot = chunk_dot(out, previous_offset, previous_size, h0, True, chunk,
+                                             active, units, weights, stride, scratch, lanes)
                 if owner:
-                    out[t, b, j] = activate(out[t, b, j] + dot, relu)
+                    h = activate(out[offset + b, j] + dot, relu_mode)
+                    out[offset + b, j] = h
+                    if b >= next_size:            # sequence b's last step in this walk
+                        h_n[b, j] = h
             barrier()
 
     @cuda.jit
-    def backward(grad_out, out, grad_hn, w_hh_t, grad_a, grad_h0, reverse, relu, rows_per_block,
-                 units_per_block, lanes, weights_on_chip):
-        # grad_out, out [T, B, H] (out: the h_t); grad_hn [B, H]; w_hh_t [H*H] (row-major
-        # W_hh^T); grad_a [T, B, H] written: dL/da_t; grad_h0 [B, H] written: dL/dh_0
-        steps, n_rows, n = out.shape
+    def backward(grad_out, out, grad_hn, w_hh_t, grad_a, grad_h0, schedule, reverse, relu_mode,
+                 rows_per_block, units_per_block, lanes, weights_on_chip):
+        # grad_out, out [N, H] packed (out: the h_t); grad_hn [B, H]; w_hh_t [H*H] (row-major
+        # W_hh^T); grad_a [N, H] written: dL/da_t; grad_h0 [B, H] written: dL/dh_0;
+        # schedule [2, T+1] int64. The walk is the forward's, backwards; each visit reads the
+        # dL/da of the step visited just before (the "later" step, later in the forward).
+        n = out.shape[1]
         rows, units, scratch, weights, stride = block_setup(
-            w_hh_t, rows_per_block, units_per_block, n_rows, n, weights_on_chip)
-        for step in range(steps):
-            t = _time_at(step, steps, not reverse)
-            t_prev = _time_at(max(step - 1, 0), steps, not reverse)   # == t at step 0 (unused)
-            for chunk in range(chunk_count(rows, units, lanes)):
-                owner, b, j, dot = chunk_dot(grad_a[t_prev], step > 0, chunk, rows, units,
-                                             weights, stride, scratch, lanes)
-                if owner:
-                    grad_h = grad_hn[b, j] if step == 0 else dot
-                    grad_a[t, b, j] = through_activation(grad_out[t, b, j] + grad_h, out[t, b, j],
-                                                         relu)
+            w_hh_t, rows_per_block, units_per_block, grad_hn.shape[0], n, weights_on_chip)
+        for step in range(schedule.shape[1]):     # T steps, then one that only ends grad_h0
+            size, offset = _step_at(schedule, step, not reverse)
+            later_size, later_offset = _step_at(schedule, step - 1, not reverse)
+            active = _rows_below(rows, max(size, later_size))
+            for chunk in range(chunk_count(active, units, lanes)):
+                owner, b, j, dot = chunk_dot(grad_a, later_offset, later_size, grad_hn, False,
+                                             chunk, active, units, weights, stride, scratch,
+                                             lanes)
+                if owner and b < size:
+                    grad_h = dot if b < later_size else grad_hn[b, j]    # else: its last step
+                    grad_a[offset + b, j] = through_activation(
+                        grad_out[offset + b, j] + grad_h, out[offset + b, j], relu_mode)
+                elif owner:                       # sequence b started at the later step
+                    grad_h0[b, j] = dot
             barrier()
-        t_first = _time_at(steps - 1, steps, not reverse)
-        for chunk in range(chunk_count(rows, units, lanes)):
-            owner, b, j, dot = chunk_dot(grad_a[t_first], True, chunk, rows, units, weights,
-                                         stride, scratch, lanes)
-            if owner:
-                grad_h0[b, j] = dot
 
     return forward, backward

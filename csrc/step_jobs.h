@@ -1,0 +1,120 @@
+/* The float32 work the thread team runs: time loops of step products, and rank-k updates.
+ *
+ * A step plan is a time loop written as data: round r (a time step) is a list of independent
+ * blocks, each
+ *     c[m, N] = epilogue(c + a[m, K] . B)          (a == NULL: c = epilogue(c), no product)
+ * with one B for the whole plan (W_hh, packed once, or used in place by direct_gemm). Round
+ * r+1 may read anything round r wrote. Why blocks rather than one product per step: with
+ * variable lengths a step's rows do not all come from the same place (in the reverse
+ * direction some continue from the step before, others start from h0; in backward some rows
+ * of the previous step receive no product but still need the activation's derivative, and
+ * the rows that started at this step send their gradient to grad_h0). Every block is shared
+ * among the threads by column panels, so a step is still one round of the team.
+ *
+ * A rank-k job is   c[M, N] += a^T b   for a [K, M] and b [K, N], both used in place.
+ */
+#ifndef FASTRNN_STEP_JOBS_H
+#define FASTRNN_STEP_JOBS_H
+
+#include "step_gemm.h"
+#include "thread_team.h"
+
+/* One block of rows of a step. The element type is the call's dtype (float for the team's
+ * plans; the float64 kernels execute the same plans with BLAS). */
+typedef struct {
+    const void *a;           /* [m, K] rows lda apart, or NULL (epilogue only) */
+    ptrdiff_t lda;
+    void *c;                 /* [m, N] rows ldc apart */
+    ptrdiff_t ldc;
+    const void *h;           /* [m, N] rows ldh apart: the outputs the derivative reads, or NULL */
+    ptrdiff_t ldh;
+    ptrdiff_t m;
+    int epilogue;            /* STEP_* */
+} step_block;
+
+typedef struct {
+    const step_kernel *kernel;
+    ptrdiff_t N, K;
+    const float *packed;     /* B [K, N] packed with kernel->panel_width, or NULL: */
+    const float *w;          /*   B = w^T (w [N, K]) if w_is_transposed else w ([K, N]), */
+    ptrdiff_t ldw;           /*   used in place by direct_gemm on one thread */
+    int w_is_transposed;
+    ptrdiff_t n_rounds;
+    const step_block *blocks;
+    const ptrdiff_t *round_start;   /* [n_rounds + 1]: round r runs the blocks */
+                                    /* [round_start[r], round_start[r + 1]) */
+} step_plan;
+
+static ptrdiff_t panel_count(const step_kernel *kernel, ptrdiff_t N)
+{
+    return (N + kernel->panel_width - 1) / kernel->panel_width;
+}
+
+static void run_block(const step_plan *plan, const step_block *block, ptrdiff_t panel_begin,
+                      ptrdiff_t panel_end)
+{
+    const step_kernel *kernel = plan->kernel;
+    const float *a = (const float *)block->a, *h = (const float *)block->h;
+    float *c = (float *)block->c;
+    if (block->m == 0) return;
+    if (a == NULL) {
+        const ptrdiff_t first = panel_begin * kernel->panel_width;
+        const ptrdiff_t last = panel_end * kernel->panel_width < plan->N
+                               ? panel_end * kernel->panel_width : plan->N;
+        if (last > first)
+            kernel->epilogue_only(block->m, last - first, c + first, block->ldc, block->epilogue,
+                                  h ? h + first : NULL, block->ldh);
+    } else if (plan->packed != NULL) {
+        kernel->step_gemm(block->m, plan->N, plan->K, a, block->lda, plan->packed, c,
+                          block->ldc, block->epilogue, h, block->ldh, panel_begin, panel_end);
+    } else {                 /* whole rows: run_step_plan gives direct plans one thread */
+        kernel->direct_gemm(block->m, plan->N, plan->K, a, block->lda, plan->w, plan->ldw,
+                            plan->w_is_transposed, c, block->ldc, block->epilogue, h,
+                            block->ldh);
+    }
+}
+
+static void step_plan_work(const void *job, ptrdiff_t round, ptrdiff_t panel_begin,
+                           ptrdiff_t panel_end)
+{
+    const step_plan *plan = (const step_plan *)job;
+    ptrdiff_t b;
+    for (b = plan->round_start[round]; b < plan->round_start[round + 1]; b++)
+        run_block(plan, &plan->blocks[b], panel_begin, panel_end);
+}
+
+/* Runs every round of `plan` in order, each shared among up to n_threads threads by panels. */
+static void run_step_plan(const step_plan *plan, int n_threads)
+{
+    run_team(plan->packed != NULL ? n_threads : 1, panel_count(plan->kernel, plan->N),
+             plan->n_rounds, step_plan_work, plan);
+}
+
+/* C[M, N] += A^T B with A [K, M] and B [K, N] row-major, used in place (see rank_k_update). */
+typedef struct {
+    const step_kernel *kernel;
+    ptrdiff_t M, N, K;
+    const float *a;
+    ptrdiff_t lda;
+    const float *b;
+    ptrdiff_t ldb;
+    float *c;
+    ptrdiff_t ldc;
+} rank_k_job;
+
+static void rank_k_work(const void *job, ptrdiff_t round, ptrdiff_t panel_begin,
+                        ptrdiff_t panel_end)
+{
+    const rank_k_job *r = (const rank_k_job *)job;
+    (void)round;
+    r->kernel->rank_k_update(r->M, r->N, r->K, r->a, r->lda, r->b, r->ldb, r->c, r->ldc,
+                             panel_begin, panel_end);
+}
+
+/* Runs the product shared among up to n_threads threads by panels of C's columns. */
+static void run_rank_k_update(const rank_k_job *job, int n_threads)
+{
+    run_team(n_threads, panel_count(job->kernel, job->N), 1, rank_k_work, job);
+}
+
+#endif

@@ -1,0 +1,35 @@
+# Declarations of step_jobs.h: step plans (time loops as rounds of blocks) and rank-k updates.
+from step_gemm cimport step_kernel
+
+cdef extern from "step_jobs.h" nogil:
+    ctypedef struct step_block:
+        const void* a
+        Py_ssize_t lda
+        void* c
+        Py_ssize_t ldc
+        const void* h
+        Py_ssize_t ldh
+        Py_ssize_t m
+        int epilogue
+    ctypedef struct step_plan:
+        const step_kernel* kernel
+        Py_ssize_t N, K
+        const float* packed
+        const float* w
+        Py_ssize_t ldw
+        int w_is_transposed
+        Py_ssize_t n_rounds
+        const step_block* blocks
+        const Py_ssize_t* round_start
+    Py_ssize_t panel_count(const step_kernel* kernel, Py_ssize_t N)
+    void run_step_plan(const step_plan* plan, int n_threads)
+    ctypedef struct rank_k_job:
+        const step_kernel* kernel
+        Py_ssize_t M, N, K
+        const float* a
+        Py_ssize_t lda
+        const float* b
+        Py_ssize_t ldb
+        float* c
+        Py_ssize_t ldc
+    void run_rank_k_update(const rank_k_job* job, int n_threads)
