@@ -49,7 +49,7 @@ def test_compile_of_the_operator_call_with_packed_input():
     """Packed input compiles when the PackedSequence is made outside the compiled function
     (its batch_sizes are data); pack_padded_sequence itself is data-dependent."""
     torch.manual_seed(1)
-    module = RNN(3, 4, bidirectional=True, backend="numpy")
+    module = RNN(3, 4, bidirectional=True)
     x = torch.randn(4, 3, 3)
     packed = pack_padded_sequence(x, torch.tensor([2, 4, 1]), enforce_sorted=False)
 
@@ -130,15 +130,14 @@ def test_operators_pass_opcheck(case):
     x_shape, sizes, layers, bidirectional, with_masks = OPCHECK_CASES[case]
     generator = torch.Generator().manual_seed(5)
     randn = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)
-    module = RNN(3, 4, num_layers=layers, bidirectional=bidirectional, dtype=torch.float64,
-                 backend="numpy")
+    module = RNN(3, 4, num_layers=layers, bidirectional=bidirectional, dtype=torch.float64)
     directions = 2 if bidirectional else 1
     batch_sizes = None if sizes is None else torch.tensor(sizes)
     batch = x_shape[1] if sizes is None else sizes[0]
     x, hx = randn(*x_shape), randn(layers * directions, batch, 4)
     weights = ops.flatten_weights(list(module.parameters())).detach()
     masks = randn(layers - 1, *x_shape[:-1], 4 * directions) if with_masks else None
-    config = ("RNN_TANH", layers, bidirectional, True, "numpy")
+    config = ("RNN_TANH", layers, bidirectional, True, "auto")
     forward_args = (x, batch_sizes, hx, weights, masks, *config, True)
     torch.library.opcheck(torch.ops.fastrnn.rnn_forward.default, forward_args)
     output, h_n, workspace = torch.ops.fastrnn.rnn_forward(*forward_args)

@@ -162,28 +162,33 @@ def test_outputs_and_gradients_match_nn_rnn(case, direction, dtype):
     assert_results_match(forward_backward(ours, x, hx), forward_backward(theirs, x, hx), dtype)
 
 
-def spy_on_forward_packed(monkeypatch):
-    """The calls fastrnn.functional.forward_packed receives from now on, as a list of
-    (backend module name, need_saved)."""
+def spy_on_functional(monkeypatch):
+    """The calls fastrnn.functional's forward entry points receive from now on, as a list of
+    (entry, backend name, whether it keeps what backward needs)."""
     calls = []
-    real = fastrnn.functional.forward_packed
+    real_packed, real_prepared = fastrnn.functional.forward_packed, fastrnn.functional.forward_prepared
 
-    def spy(backend, *args, need_saved=True, **kwargs):
-        calls.append((backend.__name__.rsplit(".", 1)[-1], need_saved))
-        return real(backend, *args, need_saved=need_saved, **kwargs)
-    monkeypatch.setattr(fastrnn.functional, "forward_packed", spy)
+    def packed(backend, *args, need_saved=True, **kwargs):
+        calls.append(("forward_packed", backend.__name__.rsplit(".", 1)[-1], need_saved))
+        return real_packed(backend, *args, need_saved=need_saved, **kwargs)
+
+    def prepared(weights, *args, need_backward=True, **kwargs):
+        calls.append(("forward_prepared", weights.backend_name, need_backward))
+        return real_prepared(weights, *args, need_backward=need_backward, **kwargs)
+    monkeypatch.setattr(fastrnn.functional, "forward_packed", packed)
+    monkeypatch.setattr(fastrnn.functional, "forward_prepared", prepared)
     return calls
 
 
 def test_numpy_backend_matches_nn_rnn(monkeypatch):
-    calls = spy_on_forward_packed(monkeypatch)
+    calls = spy_on_functional(monkeypatch)
     torch.manual_seed(1)
     ours, theirs = make_pair("torch_to_fastrnn", dtype=torch.float64, backend="numpy",
                              num_layers=2, bidirectional=True)
     x, hx = torch.randn(4, 2, 3, dtype=torch.float64), torch.randn(4, 2, 5, dtype=torch.float64)
     assert_results_match(forward_backward(ours, x, hx), forward_backward(theirs, x, hx),
                          torch.float64)
-    assert [backend for backend, _ in calls] == ["reference"]       # the 'numpy' backend
+    assert [backend for _, backend, _ in calls] == ["reference"]    # the 'numpy' backend
 
 
 def test_double_after_construction_and_empty_batch_match_nn_rnn():
@@ -221,14 +226,14 @@ def test_cuda_tensors_match_nn_rnn_on_cuda():
 
 # ----------------------------------------------------------------------------- autograd
 def test_no_grad_keeps_nothing_for_backward(monkeypatch):
-    calls = spy_on_forward_packed(monkeypatch)
+    calls = spy_on_functional(monkeypatch)
     module, x = RNN(3, 4, num_layers=2), torch.randn(5, 2, 3)
     out_train, _ = module(x)
     with torch.no_grad():
         out, h_n = module(x)
     module.requires_grad_(False)
     out_frozen, _ = module(x)
-    assert [need_saved for _, need_saved in calls] == [True, False, False]
+    assert [keeps for _, _, keeps in calls] == [True, False, False]
     assert out_train.grad_fn is not None
     assert out.grad_fn is None and h_n.grad_fn is None and out_frozen.grad_fn is None
     torch.testing.assert_close(out, out_train.detach(), rtol=0, atol=0)

@@ -18,7 +18,6 @@ from torch.nn.utils.rnn import PackedSequence  # noqa: E402
 from torch.testing._internal.common_modules import ModuleErrorEnum, module_db  # noqa: E402
 
 from fastrnn.torch import RNN  # noqa: E402
-from torch_helpers import RAGGED_BACKEND  # noqa: E402
 
 RNN_INFO = next(info for info in module_db if info.module_cls is nn.RNN)
 # float32: torch.testing.assert_close's defaults (what torch's own module tests allow)
@@ -43,16 +42,12 @@ SAMPLE_COUNT = len(samples(torch.float64))
 INDICES = [pytest.param(i, id=sample_id(s)) for i, s in enumerate(samples(torch.float64))]
 
 
-def backend_for(sample):
-    return RAGGED_BACKEND if isinstance(sample.forward_input.args[0], PackedSequence) else "auto"
-
-
 def modules_for(sample, dtype):
     """(fastrnn, torch) modules built from the sample's constructor input, equal parameters."""
     args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
     torch.manual_seed(0)
     theirs = nn.RNN(*args, **kwargs).to(dtype)
-    ours = RNN(*args, **kwargs, backend=backend_for(sample)).to(dtype)
+    ours = RNN(*args, **kwargs).to(dtype)
     ours.load_state_dict(theirs.state_dict(), strict=True)
     return ours, theirs
 
@@ -117,7 +112,7 @@ def test_state_dict_loads_both_ways(index):
     args, kwargs = sample.constructor_input.args, sample.constructor_input.kwargs
     into_torch = nn.RNN(*args, **kwargs)
     into_torch.load_state_dict(torch.load(buffer), strict=True)
-    into_ours = RNN(*args, **kwargs, backend=backend_for(sample))
+    into_ours = RNN(*args, **kwargs)
     into_ours.load_state_dict(theirs.state_dict(), strict=True)
     inputs = fresh_inputs(sample)
     torch.testing.assert_close(run(into_torch, inputs)[0], run(into_ours, inputs)[0])

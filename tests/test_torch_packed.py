@@ -11,15 +11,10 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence  # noqa: E402
 
 from fastrnn.torch import RNN  # noqa: E402
-from torch_helpers import RAGGED_BACKEND  # noqa: E402
 
 TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-9, atol=1e-11)}
 SORTED_LENGTHS, UNSORTED_LENGTHS = [5, 3, 3, 1], [3, 5, 1, 3]
-
-
-CPU_RAGGED = pytest.mark.skipif(RAGGED_BACKEND != "auto",
-                                reason="the cpu kernels do not take variable-length batches yet")
-BACKENDS = ["numpy", pytest.param("cpu", marks=CPU_RAGGED)]
+BACKENDS = ["numpy", "cpu"]
 
 GRID = list(itertools.product([1, 2], [False, True], [False, True], ["tanh", "relu"],
                               [True, False], [torch.float32, torch.float64], [True, False]))
@@ -84,7 +79,7 @@ def test_packed_without_hx_and_in_eval_under_no_grad_match_nn_rnn(backend):
 
 
 def test_packed_dropout_masks_follow_torch_manual_seed():
-    module = RNN(3, 4, num_layers=3, dropout=0.5, backend="numpy")
+    module = RNN(3, 4, num_layers=3, dropout=0.5)
     packed = pack_padded_sequence(torch.randn(5, 4, 3), torch.tensor(SORTED_LENGTHS))
     runs = []
     for seed in (3, 3, 4):

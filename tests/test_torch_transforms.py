@@ -65,8 +65,7 @@ def test_forward_mode_gradcheck_with_batched_tangents():
 
 def test_gradcheck_through_packed_input_and_dropout():
     torch.manual_seed(0)
-    module = RNN(2, 2, num_layers=2, bidirectional=True, dropout=0.5, dtype=F64,
-                 backend="numpy")
+    module = RNN(2, 2, num_layers=2, bidirectional=True, dropout=0.5, dtype=F64)
     names = [name for name, _ in module.named_parameters()]
     lengths = torch.tensor([1, 3])
 

@@ -106,13 +106,18 @@ def _weight_list(config: Config, input: Tensor, hx: Tensor, weights: Tensor) -> 
 
 
 # ----------------------------------------------------------------------------- crossing
-def _backend_for(name: str, device: torch.device):
-    """The backend module that runs on ``device``; 'auto' picks 'cuda' or 'cpu'."""
+def _backend_name(name: str, device: torch.device) -> str:
+    """The backend that runs on ``device``: 'auto' picks 'cuda' or 'cpu'."""
     if name == "auto":
-        name = "cuda" if device.type == "cuda" else "cpu"
-    elif (name == "cuda") != (device.type == "cuda"):
+        return "cuda" if device.type == "cuda" else "cpu"
+    if (name == "cuda") != (device.type == "cuda"):
         raise ValueError(f"backend {name!r} cannot run on a tensor on {device}; use backend='auto'")
-    return load_backend(name)
+    return name
+
+
+def _backend_for(name: str, device: torch.device):
+    """The backend module that runs on ``device`` (see _backend_name)."""
+    return load_backend(_backend_name(name, device))
 
 
 def _as_array(tensor: Tensor, backend):
@@ -143,15 +148,19 @@ def _structure(mode, input_size, hidden_size, num_layers, bidirectional, bias, d
                                 str(dtype)[len("torch."):])
 
 
+_NO_STEPS = np.zeros(0, np.int64)
+
+
 def _packed_rows(input: Tensor, batch_sizes: Optional[Tensor], backend):
     """(rows [N, F] array, batch_sizes as int64 NumPy) of an equal-length [T, B, F] or a packed
-    input."""
+    input; an empty batch (B = 0) has no steps to run."""
     rows = _as_array(input, backend)
     if batch_sizes is None:
         steps, batch = input.shape[0], input.shape[1]
         if steps == 0:
             raise ValueError("Expected sequence length to be larger than 0 in RNN")
-        return rows.reshape(steps * batch, input.shape[2]), equal_batch_sizes(batch, steps)
+        sizes = equal_batch_sizes(batch, steps) if batch else _NO_STEPS
+        return rows.reshape(steps * batch, input.shape[2]), sizes
     sizes = batch_sizes.detach().cpu().numpy()
     return rows, sizes if sizes.dtype == np.int64 else sizes.astype(np.int64)
 
@@ -189,23 +198,23 @@ class EagerForward:
     """rnn_forward's computation for plain CPU tensors in eager mode when nothing has to be
     traced or differentiated, prepared once for many calls: fastrnn.torch.RNN's fast path.
 
-    Why: a small call (T=1) is mostly overhead, and the dispatcher, the weights' NumPy views,
-    the Structure and the backend would cost more than the kernels. The views, Structure and
-    backend are made once and used while the weights are the same contiguous tensors at the
-    same addresses (in-place updates are seen through the shared memory); ``matches`` tells.
-    Nothing is kept for backward.
+    Why: a small call (T=1) is mostly overhead; the dispatcher, the weights' NumPy views and
+    their checks would cost more than the kernels. The weights become a functional.Prepared
+    once (NumPy views of the parameters: in-place updates are seen through the shared memory)
+    and are used while they are the same contiguous tensors at the same addresses
+    (``matches``); an equal-length batch without dropout then takes functional's inference
+    path (checks and kernels only). Nothing is kept for backward.
     """
 
     def __init__(self, config: Config, weights: list, hidden_size: int):
         self.config = config
         self.weights = list(weights)
         self.addresses = [w.data_ptr() for w in weights]
-        self.equal_sizes = None          # batch_sizes of the last equal-length batch
-        self.backend = _backend_for(config.backend, weights[0].device)
-        self.arrays = [_as_array(w, self.backend) for w in weights]
-        self.structure = _structure(config.mode, weights[0].shape[1], hidden_size,
-                                    config.num_layers, config.bidirectional, config.has_biases,
-                                    weights[0].dtype)
+        name = _backend_name(config.backend, weights[0].device)
+        structure = _structure(config.mode, weights[0].shape[1], hidden_size, config.num_layers,
+                               config.bidirectional, config.has_biases, weights[0].dtype)
+        self.prepared = functional.Prepared(structure, name,
+                                            [_as_array(w, load_backend(name)) for w in weights])
 
     @staticmethod
     def possible(weights) -> bool:
@@ -220,27 +229,22 @@ class EagerForward:
         return (config == self.config and all(map(operator.is_, weights, self.weights))
                 and list(map(Tensor.data_ptr, weights)) == self.addresses)
 
-    def _batch_sizes(self, input: Tensor, batch_sizes: Optional[Tensor]):
-        """(rows, batch_sizes) as _packed_rows; equal-length sizes made once per shape."""
-        if batch_sizes is not None or input.shape[0] == 0:
-            return _packed_rows(input, batch_sizes, self.backend)
-        steps, batch = input.shape[0], input.shape[1]
-        sizes = self.equal_sizes                 # one read: other threads may replace it
-        if sizes is None or sizes.shape[0] != steps or sizes[0] != batch:
-            sizes = self.equal_sizes = equal_batch_sizes(batch, steps)
-        return _as_array(input, self.backend).reshape(steps * batch, input.shape[2]), sizes
-
     def __call__(self, input: Tensor, batch_sizes: Optional[Tensor], hx: Optional[Tensor],
                  masks: Optional[Tensor]):
         """``(output, h_n)`` for input [T, B, I] or packed [N, I] of the weights' dtype; hx
         None for zeros."""
-        rows, sizes = self._batch_sizes(input, batch_sizes)
+        prepared = self.prepared
+        h0 = None if hx is None else _as_array(hx, prepared.backend)
+        if batch_sizes is None and masks is None:
+            output, h_n, _ = functional.forward_prepared(
+                prepared, _as_array(input, prepared.backend), h0, need_backward=False)
+            return torch.from_numpy(output), torch.from_numpy(h_n)
+        rows, sizes = _packed_rows(input, batch_sizes, prepared.backend)
         output, h_n, _ = functional.forward_packed(
-            self.backend, self.structure, rows,
-            None if hx is None else _as_array(hx, self.backend), self.arrays, sizes,
-            None if masks is None else _as_array(_rows(masks, 1), self.backend), need_saved=False)
-        output_shape = (*input.shape[:-1], output.shape[-1])
-        return torch.from_numpy(output.reshape(output_shape)), torch.from_numpy(h_n)
+            prepared.backend, prepared.structure, rows, h0, prepared.weights, sizes,
+            None if masks is None else _as_array(_rows(masks, 1), prepared.backend),
+            need_saved=False)
+        return torch.from_numpy(output.reshape(*input.shape[:-1], -1)), torch.from_numpy(h_n)
 
 
 def rnn_forward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor,
