@@ -200,16 +200,17 @@ class RNN(nn.RNN):
         if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
-    def _dropout_masks(self, rows_shape, dtype, device):
-        """[L-1, *rows_shape, D*H] inverted-dropout multipliers from torch's generator, or None."""
+    def _dropout_masks(self, input: Tensor, dtype: torch.dtype):
+        """[L-1, *input.shape[:-1], D*H] inverted-dropout multipliers for the outputs of layers
+        0..L-2, drawn with torch's generator; None when nothing is dropped."""
         if not (self.training and self.dropout > 0 and self.num_layers > 1):
             return None
         features = (2 if self.bidirectional else 1) * self.hidden_size
-        shape = (self.num_layers - 1, *rows_shape, features)
+        shape = (self.num_layers - 1, *input.shape[:-1], features)
         keep = 1.0 - self.dropout
         if keep == 0:
-            return torch.zeros(shape, dtype=dtype, device=device)
-        return torch.empty(shape, dtype=dtype, device=device).bernoulli_(keep).div_(keep)
+            return torch.zeros(shape, dtype=dtype, device=input.device)
+        return torch.empty(shape, dtype=dtype, device=input.device).bernoulli_(keep).div_(keep)
 
     def _states_shape(self, batch: int) -> tuple:
         return (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
@@ -221,15 +222,14 @@ class RNN(nn.RNN):
         if _eager_fast_path_applies(input, hx):
             eager = self._eager_forward(weights)      # None unless plain CPU weights
             if eager is not None and not _weights_need_grad(weights):
-                masks = self._dropout_masks(input.shape[:-1], input.dtype, input.device)
-                return eager(input, batch_sizes, hx, masks)
+                return eager(input, batch_sizes, hx, self._dropout_masks(input, input.dtype))
         if hx is None:
             hx = torch.zeros(self._states_shape(batch), dtype=input.dtype, device=input.device)
         if _uses_expanded_weights(weights):
             return self._run_torch_decomposition(input, batch_sizes, hx, weights)
         io_dtype = _io_dtype(input, weights[0])
         dtype = _compute_dtype(io_dtype)
-        masks = self._dropout_masks(input.shape[:-1], dtype, input.device)
+        masks = self._dropout_masks(input, dtype)
         cast = [t.to(dtype) for t in (input, hx, *weights)]
         output, h_n = autograd.rnn(cast[0], batch_sizes, cast[1], cast[2:], masks, self._config())
         return output.to(io_dtype), h_n.to(io_dtype)
@@ -237,9 +237,10 @@ class RNN(nn.RNN):
     def _eager_forward(self, weights):
         """The prepared fast path for these weights (kept while they stay the same), or None
         when they cannot be used in place."""
-        config, eager = self._config(), self.__dict__.get("_eager")
-        if eager is None or not eager.matches(config, weights):
-            eager = ops.EagerForward(config, weights, self.hidden_size) \
+        settings = (self.mode, self.num_layers, self.bidirectional, self.bias, self.backend)
+        eager = self.__dict__.get("_eager")        # a tuple equals the Config it would make
+        if eager is None or not eager.matches(settings, weights):
+            eager = ops.EagerForward(self._config(), weights, self.hidden_size) \
                 if ops.EagerForward.possible(weights) else None
             self.__dict__["_eager"] = eager
         return eager

@@ -225,7 +225,9 @@ class EagerForward:
             (type(w) is torch.nn.Parameter or type(w) is Tensor) and w.is_cpu
             and w.dtype == dtype and w.is_contiguous() for w in weights)
 
-    def matches(self, config: Config, weights) -> bool:
+    def matches(self, config: tuple, weights) -> bool:
+        """Whether this preparation serves ``config`` (a Config or a tuple of its fields) and
+        these weights."""
         return (config == self.config and all(map(operator.is_, weights, self.weights))
                 and list(map(Tensor.data_ptr, weights)) == self.addresses)
 
