@@ -97,7 +97,7 @@ def hidden_size_message(index, paired, expected, got):
     return f"Expected {which} size {tuple(expected)}, got {list(got)}"
 
 
-def check_forward_input(cell, x, hx, input_size, num_states, state_sizes, batch_first):
+def check_input(cell, x, hx, input_size, num_states, state_sizes, batch_first):
     """torch's forward checks of ``input`` and ``hx`` (None, or a tuple of state arrays: (h,),
     or LSTM's (h, c)), in torch's order and with its messages for ``cell`` ('RNN', 'LSTM',
     'GRU'), which differ by a word here and there."""
@@ -125,13 +125,6 @@ def check_forward_input(cell, x, hx, input_size, num_states, state_sizes, batch_
     steps = shape[1] if (batched and batch_first) else shape[0]
     if steps == 0:
         raise ShapeError("Expected sequence length to be larger than 0 in RNN")
-
-
-def check_input(x, hx, input_size, num_states, hidden_size, batch_first):
-    """check_forward_input for the Elman RNN with one state array (the old fastrnn/torch.py's
-    call; it goes when that module does)."""
-    check_forward_input("RNN", x, None if hx is None else (hx,), input_size, num_states,
-                        (hidden_size,), batch_first)
 
 
 def check_step_input(cell, x, input_size):

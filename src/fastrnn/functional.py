@@ -383,8 +383,8 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
     caller_x, caller_states = x, _state_tuple(structure, hx, "hx") if hx is not None else None
     x = _device_array(arrays, "input", x, dtype)
     states = _caller_states(arrays, structure, hx, "hx")
-    _checks.check_forward_input(structure.cell.name, x, states, structure.input_size,
-                                structure.num_states, structure.state_sizes, batch_first)
+    _checks.check_input(structure.cell.name, x, states, structure.input_size,
+                        structure.num_states, structure.state_sizes, batch_first)
     layout = _layout_for(x, lengths, batch_first, on_host)
     sorted_shapes = structure.state_shapes(layout.batch)
     caller_shapes = (tuple((shape[0], shape[2]) for shape in sorted_shapes) if layout.unbatched
