@@ -45,7 +45,7 @@ from typing import Any, Callable, NamedTuple, Union
 import numpy as np
 
 from . import _checks
-from .backends import BackendUnavailable, HostArrays, load_backend
+from .backends import BACKEND_MODULES, BackendUnavailable, HostArrays, load_backend
 
 MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}      # the Elman RNN's nonlinearity -> mode
 
@@ -316,11 +316,12 @@ def check_parameters(weights: Mapping, structure: Structure) -> None:
 
 
 # ----------------------------------------------------------------------------- packed level
-def _check_cell_kernels(backend, structure, name=None):
-    """BackendUnavailable when ``backend`` has no kernels for the structure's cell."""
-    cell = structure.cell
+def check_cell_kernels(backend, cell: Cell) -> None:
+    """BackendUnavailable (saying what to use instead) when the backend module ``backend``
+    has no kernels for ``cell``."""
     if not cell.runs_on(backend):
-        name = name or backend.__name__.rsplit(".", 1)[-1]
+        name = {f"fastrnn.backends.{module}": name
+                for name, module in BACKEND_MODULES.items()}.get(backend.__name__, backend.__name__)
         raise BackendUnavailable(f"backend {name!r} has no {cell.name} kernels "
                                  f"({cell.entry}_forward/{cell.entry}_backward) in this build; "
                                  "use backend='numpy' (the reference) or 'auto'")
@@ -438,7 +439,7 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
                                 writeable=True)
         if h_n is not None:
             _check_states(arrays, structure, "h_n", h_n, B, writeable=True)
-        _check_cell_kernels(backend, structure)
+        check_cell_kernels(backend, structure.cell)
     else:
         N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
     h0 = _new_states(arrays, structure, B, arrays.zeros) if hx is None else hx
@@ -506,7 +507,7 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
     if validate:
         _check_backward_packed(arrays, structure, x, hx, weights, batch_sizes, output, saved,
                                masks, grad_output, grad_h_n, grads)
-        _check_cell_kernels(backend, structure)
+        check_cell_kernels(backend, structure.cell)
     N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
     h0 = _new_states(arrays, structure, B, arrays.zeros) if hx is None else hx
     grad_finals = _new_states(arrays, structure, B, arrays.zeros)

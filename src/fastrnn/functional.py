@@ -33,17 +33,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _checks
-from ._stack import (CELLS, MODES, Cell, States, Structure, _check_cell_kernels,
-                     _check_packed_array, _layer_arguments, _new_states, _scratch_workspaces,
-                     _stack_forward, _state_tuple, backend_runs, backward_packed,
-                     check_batch_sizes, check_mode, check_parameters, forward_packed,
+from ._stack import (CELLS, MODES, Cell, States, Structure, _check_packed_array,
+                     _layer_arguments, _new_states, _scratch_workspaces, _stack_forward,
+                     _state_tuple, backend_runs, backward_packed, check_batch_sizes,
+                     check_cell_kernels, check_mode, check_parameters, forward_packed,
                      parameter_names, parameter_shapes, read_structure)
 from .backends import HostArrays, is_cuda_array, load_backend
 from .packing import equal_batch_sizes, plan_packing
 
 __all__ = [  # the packed level (see _stack.py) and the caller's level
     "CELLS", "MODES", "Cell", "States", "Structure", "backend_runs", "backward_packed",
-    "check_batch_sizes", "check_mode", "check_parameters", "forward_packed", "parameter_names",
+    "check_batch_sizes", "check_cell_kernels", "check_mode", "check_parameters", "forward_packed", "parameter_names",
     "parameter_shapes", "read_structure", "Prepared", "prepare_weights", "resolve_backend_name",
     "dropout_masks", "Context", "rnn_forward", "lstm_forward", "gru_forward", "forward_prepared",
     "step_prepared", "rnn_backward", "lstm_backward", "gru_backward", "zero_grads"]
@@ -81,7 +81,7 @@ class Prepared:
     def __init__(self, structure: Structure, backend_name: str, weights: tuple):
         self.structure, self.backend_name, self.weights = structure, backend_name, tuple(weights)
         self.backend = load_backend(backend_name)
-        _check_cell_kernels(self.backend, structure, backend_name)
+        check_cell_kernels(self.backend, structure.cell)
         self.layers = _layer_arguments(structure, self.weights)
         # what every call reads, as plain attributes (a call's checks are a few comparisons)
         self.native = _checks.NATIVE_DTYPES[structure.dtype]

@@ -36,9 +36,9 @@ from numpy.typing import ArrayLike
 from . import _checks
 from ._parameters import ParameterStore
 from .backends import load_backend
-from .functional import (Prepared, States, _backward, _plain_inference, _ready_step,
-                         forward_prepared, parameter_shapes, prepare_weights,
-                         resolve_backend_name, step_prepared, zero_grads)
+from .functional import (CELLS, Prepared, States, _backward, _plain_inference, _ready_step,
+                         check_cell_kernels, forward_prepared, parameter_shapes,
+                         prepare_weights, resolve_backend_name, step_prepared, zero_grads)
 from .grad_mode import is_grad_enabled
 
 _CONFIG_KEY = "__fastrnn_config__"
@@ -60,12 +60,6 @@ def _checked_batch_first(value):
 def _checked_dropout(value):
     _checks.check_dropout(value)
     return float(value)
-
-
-def _checked_backend(backend):
-    if backend != "auto":
-        load_backend(backend)          # unknown or unavailable: an error now, not later
-    return backend
 
 
 class Setting:
@@ -116,7 +110,7 @@ class RNNBase(ParameterStore):
         self._num_layers, self._bias, self._proj_size = int(num_layers), bool(bias), int(proj_size)
         self._bidirectional, self._dtype = bool(bidirectional), _checks.check_dtype_name(dtype)
         self._batch_first, self._dropout = bool(batch_first), float(dropout)
-        self._backend = _checked_backend(backend)
+        self._backend = self._checked_backend(backend)
         self.training = True
         self._rng = np.random.default_rng(seed)
         self._arrays = load_backend("numpy").ARRAYS
@@ -136,7 +130,25 @@ class RNNBase(ParameterStore):
 
     batch_first = Setting(_checked_batch_first, "Whether input and output are [B, T, F]; may be changed.")
     dropout = Setting(_checked_dropout, "Dropout between layers in training; may be changed (checked).")
-    backend = Setting(_checked_backend, "'auto', 'cpu', 'numpy' or 'cuda'; may be changed (checked).")
+
+    @property
+    def backend(self) -> str:
+        """'auto', 'cpu', 'numpy' or 'cuda'; may be changed (checked: the backend must run
+        here and have this cell's kernels)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        value = self._checked_backend(value)
+        with self._lock:
+            self._backend, self._prepared = value, None
+
+    def _checked_backend(self, backend):
+        """``backend``, after checking that it runs here and has this cell's kernels: an
+        error now, not at the first call ('auto' picks one that has them)."""
+        if backend != "auto":
+            check_cell_kernels(load_backend(backend), CELLS[self._MODE])
+        return backend
 
     @property
     def mode(self) -> str:
