@@ -132,10 +132,11 @@ def check_step_input(cell, x, input_size):
     if x.ndim not in (1, 2):
         raise ShapeError(f"{cell}.step: Expected input to be 1D [input_size] or 2D "
                          f"[batch, input_size], got {x.ndim}D tensor instead")
-    if x.shape[-1] != input_size:
+    shape = tuple(x.shape)      # a plain tuple whatever the array type (device arrays too)
+    if shape[-1] != input_size:
         raise ShapeError(f"input.size(-1) must be equal to input_size. "
-                         f"Expected {input_size}, got {x.shape[-1]}")
-    return 1 if x.ndim == 1 else x.shape[0]
+                         f"Expected {input_size}, got {shape[-1]}")
+    return 1 if x.ndim == 1 else shape[0]
 
 
 def check_same_shape(what, array, expected_shape):

@@ -362,14 +362,14 @@ def _read_config(cls, archive, headers, path):
         config = json.loads(str(_read_member(archive, _CONFIG_KEY)))
     except ValueError as exc:
         raise ValueError(f"{path}: {_CONFIG_KEY} is not valid JSON ({exc})") from None
-    keys = _SHARED_KEYS + cls._EXTRA_KEYS + (_CELL_KEY,)
-    if not isinstance(config, dict) or not set(config) <= set(keys):
-        raise ValueError(f"{path}: {_CONFIG_KEY} must be an object with keys among "
-                         f"{list(keys)}, got {config!r:.200}")
-    saved_class = config.pop(_CELL_KEY, "RNN")
+    keys = _SHARED_KEYS + cls._EXTRA_KEYS
+    saved_class = config.pop(_CELL_KEY, "RNN") if isinstance(config, dict) else cls.__name__
     if saved_class != cls.__name__:
         raise ValueError(f"{path} holds a fastrnn.{saved_class!s:.20}, not a fastrnn."
                          f"{cls.__name__}: load it with fastrnn.{saved_class!s:.20}.load")
+    if not isinstance(config, dict) or not set(config) <= set(keys):
+        raise ValueError(f"{path}: {_CONFIG_KEY} must be an object with keys among "
+                         f"{list(keys)}, got {config!r:.200}")
     return config
 
 
