@@ -99,12 +99,23 @@ class Prepared:
 
 def prepare_weights(weights: Mapping, mode: str = "RNN_TANH", backend: str = "cpu") -> Prepared:
     """Read and check a parameter mapping once (see read_structure) for the cell ``mode`` and
-    ``backend`` (a name, not 'auto')."""
+    ``backend`` (a name, not 'auto'). CPU tensors (a torch state_dict) are read as the NumPy
+    arrays they share memory with."""
+    if isinstance(weights, Mapping):
+        weights = {name: _host_view(value) for name, value in weights.items()}
     structure = read_structure(weights, mode)
     arrays = load_backend(backend).ARRAYS
     flat = tuple(_device_array(arrays, f"parameter {name!r}", weights[name], structure.dtype,
                                contiguous=True) for name in structure.names())
     return Prepared(structure, backend, flat)
+
+
+def _host_view(value):
+    """A CPU torch tensor (anything with ``__array__`` that is not an ndarray or a device
+    array) as the NumPy array it shares memory with; anything else as it is."""
+    if type(value) is np.ndarray or is_cuda_array(value) or not hasattr(value, "__array__"):
+        return value
+    return np.asarray(value)
 
 
 def _device_array(arrays, what, a, dtype, contiguous=False):
