@@ -112,12 +112,12 @@ cdef inline int take(object obj, str name, int typenum, int ndim, Py_ssize_t row
 
 
 cdef inline char* take_optional_vector(object obj, str name, int typenum, Py_ssize_t n,
-                                       bint writeable) except? NULL:
-    """The data of a contiguous [n] float array, or NULL for None."""
+                                       str dims, bint writeable) except? NULL:
+    """The data of a contiguous [n] float array, or NULL for None (dims: e.g. "(4H,)")."""
     cdef rows_view view
     if obj is None:
         return NULL
-    take(obj, name, typenum, 1, 1, n, "(H,)", True, writeable, &view)
+    take(obj, name, typenum, 1, 1, n, dims, True, writeable, &view)
     return view.data
 
 

@@ -1,4 +1,6 @@
 # Declarations of step_gemm.h: the float32 packed-panel products, their variants and packing.
+from gate_cells cimport gate_cell_passes
+
 cdef extern from "step_gemm.h" nogil:
     enum:
         STEP_PLAIN, STEP_TANH, STEP_RELU, STEP_TANH_GRAD, STEP_RELU_GRAD, STEP_ASSIGN
@@ -25,6 +27,7 @@ cdef extern from "step_gemm.h" nogil:
         epilogue_fn epilogue_only
         direct_gemm_fn direct_gemm
         pack_fn pack_panels
+        gate_cell_passes cells
     const step_kernel* current_step_kernel()
     int select_step_kernel(const char* name)
     size_t packed_floats(Py_ssize_t K, Py_ssize_t N, Py_ssize_t width)

@@ -40,6 +40,10 @@ if _rnn_cpu is not None:
     _rnn_cpu.use_blas_thread_count(_blas.kernel_blas_thread_count_address())
     rnn_forward = rnn_forward_cpu = _rnn_cpu.rnn_forward_cpu
     rnn_backward = rnn_backward_cpu = _rnn_cpu.rnn_backward_cpu
+    lstm_forward = lstm_forward_cpu = _rnn_cpu.lstm_forward_cpu
+    lstm_backward = lstm_backward_cpu = _rnn_cpu.lstm_backward_cpu
+    gru_forward = gru_forward_cpu = _rnn_cpu.gru_forward_cpu
+    gru_backward = gru_backward_cpu = _rnn_cpu.gru_backward_cpu
 
 # OpenBLAS variables read at load time that change the kernels' speed (see above).
 OPENBLAS_LOAD_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_THREAD_TIMEOUT")
