@@ -1,4 +1,5 @@
-"""Builds the Cython kernels in csrc/ into fastrnn._rnn_cpu.
+"""Builds the Cython kernels in csrc/ into fastrnn._rnn_cpu (every cell: rnn_cpu.pyx includes
+one .pxi per cell).
 
 Metadata lives in pyproject.toml; this file only declares the extension, because it needs
 numpy's headers and optimisation flags that the kernels rely on to vectorise their loops.
@@ -24,7 +25,7 @@ if os.environ.get("FASTRNN_NATIVE") == "1":
 extension = Extension(
     "fastrnn._rnn_cpu",
     sources=["csrc/rnn_cpu.pyx"],
-    depends=glob.glob("csrc/*.h") + glob.glob("csrc/*.pxd"),
+    depends=glob.glob("csrc/*.h") + glob.glob("csrc/*.pxd") + glob.glob("csrc/*.pxi"),
     include_dirs=[numpy.get_include(), "csrc"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=compile_args,

@@ -62,7 +62,7 @@ cdef inline void fill_bias_rows(Py_ssize_t rows, Py_ssize_t width,
     """Every row of c = b_ih + b_hh, b_hh added to the first b_hh_width columns only (the GRU
     keeps b_hn out); zeros without biases."""
     cdef Py_ssize_t r, j
-    if rows == 0:
+    if rows == 0 or width == 0:
         return
     if b_ih == NULL:
         for r in range(rows):
@@ -79,6 +79,8 @@ cdef inline void copy_final_states(const packed_walk* walk, Py_ssize_t width,
                                    floating* final) noexcept nogil:         # [B, width]
     """final[b] = the row of ``states`` at sequence b's last step in the walk (h_n, c_n)."""
     cdef Py_ssize_t t, b
+    if width == 0:
+        return
     for t in range(walk.T):
         for b in range(first_ending_row(walk, t), walk.batch_sizes[t]):
             memcpy(final + b * width, states + (walk.offsets[t] + b) * ld,
@@ -94,6 +96,8 @@ cdef inline void start_state_gradients(const packed_walk* walk, Py_ssize_t width
     of every row before the recurrence adds what flows back from the later steps."""
     cdef Py_ssize_t r, t, b, j
     cdef floating* row
+    if width == 0:
+        return
     for r in range(walk.offsets[walk.T]):
         memcpy(g + r * width, grad_out + r * ld_grad_out, width * sizeof(floating))
     for t in range(walk.T):
@@ -110,6 +114,8 @@ cdef inline void gather_previous_states(const packed_walk* walk, Py_ssize_t widt
     """h_prev: the state each row's step started from (the row of the step before in the
     walk, or h0 for a row that starts there)."""
     cdef Py_ssize_t t, p, b, carried
+    if width == 0:
+        return
     for t in range(walk.T):
         p = before(walk, t)
         carried = carried_rows(walk, t, p)

@@ -31,129 +31,105 @@ ALWAYS_INLINE FN(vec) FN(sigmoid_vec)(FN(vec) a)
     return (REAL)0.5 + (REAL)0.5 * FN(tanh_vec)((REAL)0.5 * a);
 }
 
-/* Row `row` of a block's array (rows ld apart). */
-#define ROW(base, ld, row) ((REAL *)(base) + (row) * (ld))
+/* Inside a units function (arguments r, row, j, w): the chunk of units of gate k of a row of
+ * gates ([G*H], gate k at k*H), and the chunk of a block's array `base` (rows ld apart). */
+#define ROW(base, ld) ((REAL *)(base) + row * (ld))
+#define GATE(gates, k) FN(load_units)(gates, (k) * r->H + j, w)
+#define PUT_GATE(gates, k, v) FN(store_units)(gates, (k) * r->H + j, v, w)
+#define UNITS(base, ld) FN(load_units)(ROW(base, ld), j, w)
+#define PUT_UNITS(base, ld, v) FN(store_units)(ROW(base, ld), j, v, w)
 
-/* Calls units(r, row, j, w) on every chunk of VW units (the last one w < VW) of every row. */
-#define EACH_CHUNK(units, r, unit_begin, unit_end)                                          \
-    do {                                                                                    \
-        ptrdiff_t row_, j_;                                                                 \
-        for (row_ = 0; row_ < (r)->m; row_++) {                                             \
-            for (j_ = (unit_begin); j_ + VW <= (unit_end); j_ += VW) units(r, row_, j_, VW); \
-            if (j_ < (unit_end)) units(r, row_, j_, (unit_end) - j_);                       \
+/* The pass FN(name_cells) over a block of rows (a rows_type): FN(name_units)(r, gates, row,
+ * j, w) on every chunk of VW units (the last one w < VW) of every row (gates: the row's). */
+#define CELL_PASS(name, rows_type)                                                          \
+    static void FN(name##_cells)(const void *rows, ptrdiff_t unit_begin, ptrdiff_t unit_end) \
+    {                                                                                       \
+        const rows_type *r = (const rows_type *)rows;                                       \
+        ptrdiff_t row, j;                                                                   \
+        for (row = 0; row < r->m && unit_begin < unit_end; row++) {                         \
+            REAL *gates = ROW(r->gates, r->ld_gates);                                       \
+            for (j = unit_begin; j + VW <= unit_end; j += VW)                               \
+                FN(name##_units)(r, gates, row, j, VW);                                     \
+            if (j < unit_end) FN(name##_units)(r, gates, row, j, unit_end - j);             \
         }                                                                                   \
-    } while (0)
+    }
 
-/* ---- LSTM -------------------------------------------------------------------------------- */
-ALWAYS_INLINE void FN(lstm_forward_units)(const lstm_rows *r, ptrdiff_t row, ptrdiff_t j,
-                                          ptrdiff_t w)
+/* ---- LSTM: gates i f g o, then c ------------------------------------------------------- */
+ALWAYS_INLINE void FN(lstm_forward_units)(const lstm_rows *r, REAL *gates, ptrdiff_t row,
+                                          ptrdiff_t j, ptrdiff_t w)
 {
-    const ptrdiff_t H = r->H;
-    REAL *gates = ROW(r->gates, r->ld_gates, row);
-    const FN(vec) i = FN(sigmoid_vec)(FN(load_units)(gates, j, w));
-    const FN(vec) f = FN(sigmoid_vec)(FN(load_units)(gates, H + j, w));
-    const FN(vec) g = FN(tanh_vec)(FN(load_units)(gates, 2 * H + j, w));
-    const FN(vec) o = FN(sigmoid_vec)(FN(load_units)(gates, 3 * H + j, w));
-    const FN(vec) c = f * FN(load_units)(ROW(r->c_prev, r->ld_c_prev, row), j, w) + i * g;
-    FN(store_units)(gates, j, i, w);
-    FN(store_units)(gates, H + j, f, w);
-    FN(store_units)(gates, 2 * H + j, g, w);
-    FN(store_units)(gates, 3 * H + j, o, w);
-    FN(store_units)(gates, 4 * H + j, c, w);
-    FN(store_units)(ROW(r->hidden, r->ld_hidden, row), j, o * FN(tanh_vec)(c), w);
+    const FN(vec) i = FN(sigmoid_vec)(GATE(gates, 0)), f = FN(sigmoid_vec)(GATE(gates, 1));
+    const FN(vec) g = FN(tanh_vec)(GATE(gates, 2)), o = FN(sigmoid_vec)(GATE(gates, 3));
+    const FN(vec) c = f * UNITS(r->c_prev, r->ld_c_prev) + i * g;
+    PUT_GATE(gates, 0, i);
+    PUT_GATE(gates, 1, f);
+    PUT_GATE(gates, 2, g);
+    PUT_GATE(gates, 3, o);
+    PUT_GATE(gates, 4, c);
+    PUT_UNITS(r->hidden, r->ld_hidden, o * FN(tanh_vec)(c));
 }
+CELL_PASS(lstm_forward, lstm_rows)
 
-static void FN(lstm_forward_cells)(const void *rows, ptrdiff_t unit_begin, ptrdiff_t unit_end)
+ALWAYS_INLINE void FN(lstm_backward_units)(const lstm_rows *r, const REAL *gates, ptrdiff_t row,
+                                           ptrdiff_t j, ptrdiff_t w)
 {
-    EACH_CHUNK(FN(lstm_forward_units), (const lstm_rows *)rows, unit_begin, unit_end);
+    REAL *grad_gates = ROW(r->grad_gates, r->ld_grad_gates);
+    const FN(vec) i = GATE(gates, 0), f = GATE(gates, 1), g = GATE(gates, 2), o = GATE(gates, 3);
+    const FN(vec) tanh_c = FN(tanh_vec)(GATE(gates, 4));
+    const FN(vec) dh = UNITS(r->grad_hidden, r->ld_grad_hidden);
+    const FN(vec) dc = UNITS(r->grad_c, r->ld_grad_c) + dh * o * ((REAL)1 - tanh_c * tanh_c);
+    PUT_GATE(grad_gates, 0, dc * g * (i * ((REAL)1 - i)));
+    PUT_GATE(grad_gates, 1, dc * UNITS(r->c_prev, r->ld_c_prev) * (f * ((REAL)1 - f)));
+    PUT_GATE(grad_gates, 2, dc * i * ((REAL)1 - g * g));
+    PUT_GATE(grad_gates, 3, dh * tanh_c * (o * ((REAL)1 - o)));
+    PUT_UNITS(r->grad_c, r->ld_grad_c, dc * f);
+    if (r->hidden != NULL) PUT_UNITS(r->hidden, r->ld_hidden, o * tanh_c);
 }
+CELL_PASS(lstm_backward, lstm_rows)
 
-ALWAYS_INLINE void FN(lstm_backward_units)(const lstm_rows *r, ptrdiff_t row, ptrdiff_t j,
-                                           ptrdiff_t w)
+/* ---- GRU: gates r z n, then hn ----------------------------------------------------------- */
+ALWAYS_INLINE void FN(gru_forward_units)(const gru_rows *r, REAL *gates, ptrdiff_t row,
+                                         ptrdiff_t j, ptrdiff_t w)
 {
-    const ptrdiff_t H = r->H;
-    const REAL *gates = ROW(r->gates, r->ld_gates, row);
-    REAL *grad_gates = ROW(r->grad_gates, r->ld_grad_gates, row);
-    REAL *grad_c = ROW(r->grad_c, r->ld_grad_c, row);
-    const FN(vec) i = FN(load_units)(gates, j, w), f = FN(load_units)(gates, H + j, w);
-    const FN(vec) g = FN(load_units)(gates, 2 * H + j, w);
-    const FN(vec) o = FN(load_units)(gates, 3 * H + j, w);
-    const FN(vec) tanh_c = FN(tanh_vec)(FN(load_units)(gates, 4 * H + j, w));
-    const FN(vec) dh = FN(load_units)(ROW(r->grad_hidden, r->ld_grad_hidden, row), j, w);
-    const FN(vec) dc = FN(load_units)(grad_c, j, w) + dh * o * ((REAL)1 - tanh_c * tanh_c);
-    const FN(vec) c_prev = FN(load_units)(ROW(r->c_prev, r->ld_c_prev, row), j, w);
-    FN(store_units)(grad_gates, j, dc * g * (i * ((REAL)1 - i)), w);
-    FN(store_units)(grad_gates, H + j, dc * c_prev * (f * ((REAL)1 - f)), w);
-    FN(store_units)(grad_gates, 2 * H + j, dc * i * ((REAL)1 - g * g), w);
-    FN(store_units)(grad_gates, 3 * H + j, dh * tanh_c * (o * ((REAL)1 - o)), w);
-    FN(store_units)(grad_c, j, dc * f, w);
-    if (r->hidden != NULL)
-        FN(store_units)(ROW(r->hidden, r->ld_hidden, row), j, o * tanh_c, w);
+    const REAL *hidden_part = ROW(r->hidden_part, r->ld_hidden_part);
+    const FN(vec) reset = FN(sigmoid_vec)(GATE(gates, 0) + GATE(hidden_part, 0));
+    const FN(vec) update = FN(sigmoid_vec)(GATE(gates, 1) + GATE(hidden_part, 1));
+    const FN(vec) hidden_n = GATE(hidden_part, 2) + (r->b_hn != NULL ? GATE(r->b_hn, 0)
+                                                                      : (FN(vec)){0});
+    const FN(vec) candidate = FN(tanh_vec)(GATE(gates, 2) + reset * hidden_n);
+    PUT_GATE(gates, 0, reset);
+    PUT_GATE(gates, 1, update);
+    PUT_GATE(gates, 2, candidate);
+    PUT_GATE(gates, 3, hidden_n);
+    PUT_UNITS(r->h, r->ld_h, ((REAL)1 - update) * candidate
+                             + update * UNITS(r->h_prev, r->ld_h_prev));
 }
+CELL_PASS(gru_forward, gru_rows)
 
-static void FN(lstm_backward_cells)(const void *rows, ptrdiff_t unit_begin, ptrdiff_t unit_end)
+ALWAYS_INLINE void FN(gru_backward_units)(const gru_rows *r, const REAL *gates, ptrdiff_t row,
+                                          ptrdiff_t j, ptrdiff_t w)
 {
-    EACH_CHUNK(FN(lstm_backward_units), (const lstm_rows *)rows, unit_begin, unit_end);
-}
-
-/* ---- GRU --------------------------------------------------------------------------------- */
-ALWAYS_INLINE void FN(gru_forward_units)(const gru_rows *r, ptrdiff_t row, ptrdiff_t j,
-                                         ptrdiff_t w)
-{
-    const ptrdiff_t H = r->H;
-    REAL *gates = ROW(r->gates, r->ld_gates, row);
-    const REAL *hidden_part = ROW(r->hidden_part, r->ld_hidden_part, row);
-    const FN(vec) h_prev = FN(load_units)(ROW(r->h_prev, r->ld_h_prev, row), j, w);
-    const FN(vec) reset = FN(sigmoid_vec)(FN(load_units)(gates, j, w)
-                                          + FN(load_units)(hidden_part, j, w));
-    const FN(vec) update = FN(sigmoid_vec)(FN(load_units)(gates, H + j, w)
-                                           + FN(load_units)(hidden_part, H + j, w));
-    FN(vec) hidden_n = FN(load_units)(hidden_part, 2 * H + j, w);
-    FN(vec) candidate;
-    if (r->b_hn != NULL) hidden_n += FN(load_units)(r->b_hn, j, w);
-    candidate = FN(tanh_vec)(FN(load_units)(gates, 2 * H + j, w) + reset * hidden_n);
-    FN(store_units)(gates, j, reset, w);
-    FN(store_units)(gates, H + j, update, w);
-    FN(store_units)(gates, 2 * H + j, candidate, w);
-    FN(store_units)(gates, 3 * H + j, hidden_n, w);
-    FN(store_units)(ROW(r->h, r->ld_h, row), j,
-                    ((REAL)1 - update) * candidate + update * h_prev, w);
-}
-
-static void FN(gru_forward_cells)(const void *rows, ptrdiff_t unit_begin, ptrdiff_t unit_end)
-{
-    EACH_CHUNK(FN(gru_forward_units), (const gru_rows *)rows, unit_begin, unit_end);
-}
-
-ALWAYS_INLINE void FN(gru_backward_units)(const gru_rows *r, ptrdiff_t row, ptrdiff_t j,
-                                          ptrdiff_t w)
-{
-    const ptrdiff_t H = r->H;
-    const REAL *gates = ROW(r->gates, r->ld_gates, row);
-    REAL *grad_gates = ROW(r->grad_gates, r->ld_grad_gates, row);
-    REAL *grad_h_prev = ROW(r->grad_h_prev, r->ld_grad_h_prev, row);
-    const FN(vec) reset = FN(load_units)(gates, j, w), update = FN(load_units)(gates, H + j, w);
-    const FN(vec) candidate = FN(load_units)(gates, 2 * H + j, w);
-    const FN(vec) hidden_n = FN(load_units)(gates, 3 * H + j, w);
-    const FN(vec) h_prev = FN(load_units)(ROW(r->h_prev, r->ld_h_prev, row), j, w);
-    const FN(vec) dh = FN(load_units)(ROW(r->grad_h, r->ld_grad_h, row), j, w);
+    REAL *grad_gates = ROW(r->grad_gates, r->ld_grad_gates);
+    const FN(vec) reset = GATE(gates, 0), update = GATE(gates, 1);
+    const FN(vec) candidate = GATE(gates, 2), hidden_n = GATE(gates, 3);
+    const FN(vec) dh = UNITS(r->grad_h, r->ld_grad_h);
     const FN(vec) d_candidate = dh * ((REAL)1 - update) * ((REAL)1 - candidate * candidate);
-    FN(vec) carried = dh * update;
-    FN(store_units)(grad_gates, j, d_candidate * hidden_n * (reset * ((REAL)1 - reset)), w);
-    FN(store_units)(grad_gates, H + j,
-                    dh * (h_prev - candidate) * (update * ((REAL)1 - update)), w);
-    FN(store_units)(grad_gates, 2 * H + j, d_candidate * reset, w);
-    FN(store_units)(grad_gates, 3 * H + j, d_candidate, w);
-    if (!r->assign_grad_h_prev) carried += FN(load_units)(grad_h_prev, j, w);
-    FN(store_units)(grad_h_prev, j, carried, w);
+    const FN(vec) carried = dh * update + (r->assign_grad_h_prev ? (FN(vec)){0}
+                                           : UNITS(r->grad_h_prev, r->ld_grad_h_prev));
+    PUT_GATE(grad_gates, 0, d_candidate * hidden_n * (reset * ((REAL)1 - reset)));
+    PUT_GATE(grad_gates, 1, dh * (UNITS(r->h_prev, r->ld_h_prev) - candidate)
+                            * (update * ((REAL)1 - update)));
+    PUT_GATE(grad_gates, 2, d_candidate * reset);
+    PUT_GATE(grad_gates, 3, d_candidate);
+    PUT_UNITS(r->grad_h_prev, r->ld_grad_h_prev, carried);
 }
+CELL_PASS(gru_backward, gru_rows)
 
-static void FN(gru_backward_cells)(const void *rows, ptrdiff_t unit_begin, ptrdiff_t unit_end)
-{
-    EACH_CHUNK(FN(gru_backward_units), (const gru_rows *)rows, unit_begin, unit_end);
-}
-
-#undef EACH_CHUNK
+#undef CELL_PASS
+#undef PUT_UNITS
+#undef UNITS
+#undef PUT_GATE
+#undef GATE
 #undef ROW
 #undef ALWAYS_INLINE
 #undef FN
