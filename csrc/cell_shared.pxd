@@ -74,6 +74,19 @@ cdef inline void fill_bias_rows(Py_ssize_t rows, Py_ssize_t width,
         memcpy(c + r * ldc, c, width * sizeof(floating))
 
 
+cdef inline floating* fold_biases(const floating* b_ih,     # [width] or NULL (no bias)
+                                  const floating* b_hh,     # [b_hh_width]
+                                  Py_ssize_t width, Py_ssize_t b_hh_width) except? NULL nogil:
+    """b_ih + b_hh as one [width] vector for a gate pass to add (b_hh to the first b_hh_width
+    entries only); NULL without biases. Free with free()."""
+    cdef floating* folded
+    if b_ih == NULL:
+        return NULL
+    folded = <floating*>alloc_rows(1, width, sizeof(floating), "the folded biases")
+    fill_bias_rows(1, width, b_ih, b_hh, b_hh_width, folded, width)
+    return folded
+
+
 cdef inline void copy_final_states(const packed_walk* walk, Py_ssize_t width,
                                    const floating* states, Py_ssize_t ld,   # [N, width]
                                    floating* final) noexcept nogil:         # [B, width]

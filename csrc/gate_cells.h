@@ -2,7 +2,8 @@
  * Each runs over a block of rows after the step's product h_prev W_hh^T and before the next
  * step's, for the units [unit_begin, unit_end) (threads share a step's pass by units).
  *
- * LSTM (workspace row [5H] = i f g o c; a = x W_ih^T + b_ih + h_prev W_hh^T + b_hh, [4H]):
+ * LSTM (workspace row [5H] = i f g o c; a = x W_ih^T + b_ih + h_prev W_hh^T + b_hh, [4H]; the
+ *       workspace holds a without the biases, which the forward pass adds):
  *   forward    i, f, o = sigmoid(a_i, a_f, a_o)   g = tanh(a_g)
  *              c = f * c_prev + i * g              hidden = o * tanh(c)   (h, or h before W_hr)
  *   backward   (dh = dL/d hidden, dc = dL/dc_t from the step after)
@@ -11,9 +12,10 @@
  *              da_g = dc * i * (1 - g^2)    da_o = dh * tanh(c) * o (1 - o)
  *              dc_prev = dc * f
  * GRU (workspace row [4H] = r z n hn, hn = h_prev W_hn^T + b_hn; the step's product gives
- *      h_prev W_hh^T [3H] without bias, the input projection x W_ih^T + b_ih (+ b_hh for r, z)):
- *   forward    r = sigmoid(x_r + h_r)   z = sigmoid(x_z + h_z)   hn = h_n + b_hn
- *              n = tanh(x_n + r * hn)    h = (1 - z) * n + z * h_prev
+ *      h_prev W_hh^T [3H], the input projection x [3H] = x W_ih^T, the forward pass adds the
+ *      biases: b_ih + b_hh to r and z, b_in to x_n, b_hn inside r * (.)):
+ *   forward    r = sigmoid(x_r + h_r + b_r)   z = sigmoid(x_z + h_z + b_z)   hn = h_n + b_hn
+ *              n = tanh(x_n + b_in + r * hn)    h = (1 - z) * n + z * h_prev
  *   backward   (dh = dL/dh_t)
  *              dn = dh (1 - z)(1 - n^2)   dr = dn * hn * r (1 - r)   dz = dh (h_prev - n) z (1 - z)
  *              grad_gates = [dr, dz, dn * r, dn]: the first 3H reach W_hh and b_hh, [dr dz dn]
@@ -38,9 +40,10 @@
  * Fields a pass does not use are NULL. */
 typedef struct {
     ptrdiff_t m, H;
-    void *gates; ptrdiff_t ld_gates;              /* [m, 5H] workspace rows: forward: a in the
-                                                     first 4H, written with i f g o c; backward:
-                                                     read */
+    void *gates; ptrdiff_t ld_gates;              /* [m, 5H] workspace rows: forward: a minus
+                                                     the biases in the first 4H, written with
+                                                     i f g o c; backward: read */
+    const void *bias;                             /* [4H] forward: b_ih + b_hh, or NULL */
     const void *c_prev; ptrdiff_t ld_c_prev;      /* [m, H] c_{t-1} */
     void *hidden; ptrdiff_t ld_hidden;            /* [m, H] written with o * tanh(c) (forward;
                                                      backward: when not NULL) */
@@ -52,9 +55,11 @@ typedef struct {
 /* One block of rows of a GRU pass (as lstm_rows). */
 typedef struct {
     ptrdiff_t m, H;
-    void *gates; ptrdiff_t ld_gates;              /* [m, 4H] workspace rows: forward: x W_ih^T +
-                                                     b_ih (+ b_hr, b_hz) in the first 3H, written
-                                                     with r z n hn; backward: read */
+    void *gates; ptrdiff_t ld_gates;              /* [m, 4H] workspace rows: forward: x W_ih^T
+                                                     in the first 3H, written with r z n hn;
+                                                     backward: read */
+    const void *bias;                             /* [3H] forward: b_ih + [b_hr, b_hz, 0], or
+                                                     NULL */
     const void *hidden_part; ptrdiff_t ld_hidden_part;   /* [m, 3H] forward: h_prev W_hh^T */
     const void *b_hn;                             /* [H] forward: b_hh's n block, or NULL */
     const void *h_prev; ptrdiff_t ld_h_prev;      /* [m, H] */

@@ -4,6 +4,7 @@ cdef extern from "gate_cells.h" nogil:
         Py_ssize_t m, H
         void* gates
         Py_ssize_t ld_gates
+        const void* bias
         const void* c_prev
         Py_ssize_t ld_c_prev
         void* hidden
@@ -18,6 +19,7 @@ cdef extern from "gate_cells.h" nogil:
         Py_ssize_t m, H
         void* gates
         Py_ssize_t ld_gates
+        const void* bias
         const void* hidden_part
         Py_ssize_t ld_hidden_part
         const void* b_hn

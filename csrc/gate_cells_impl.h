@@ -32,11 +32,13 @@ ALWAYS_INLINE FN(vec) FN(sigmoid_vec)(FN(vec) a)
 }
 
 /* Inside a units function (arguments r, row, j, w): the chunk of units of gate k of a row of
- * gates ([G*H], gate k at k*H), and the chunk of a block's array `base` (rows ld apart). */
+ * gates ([G*H], gate k at k*H), the chunk of a block's array `base` (rows ld apart), and the
+ * chunk of gate k of the forward's folded biases (zeros without biases). */
 #define ROW(base, ld) ((REAL *)(base) + row * (ld))
 #define GATE(gates, k) FN(load_units)(gates, (k) * r->H + j, w)
 #define PUT_GATE(gates, k, v) FN(store_units)(gates, (k) * r->H + j, v, w)
 #define UNITS(base, ld) FN(load_units)(ROW(base, ld), j, w)
+#define BIAS(k) (r->bias != NULL ? GATE(r->bias, k) : (FN(vec)){0})
 #define PUT_UNITS(base, ld, v) FN(store_units)(ROW(base, ld), j, v, w)
 
 /* The pass FN(name_cells) over a block of rows (a rows_type): FN(name_units)(r, gates, row,
@@ -58,8 +60,10 @@ ALWAYS_INLINE FN(vec) FN(sigmoid_vec)(FN(vec) a)
 ALWAYS_INLINE void FN(lstm_forward_units)(const lstm_rows *r, REAL *gates, ptrdiff_t row,
                                           ptrdiff_t j, ptrdiff_t w)
 {
-    const FN(vec) i = FN(sigmoid_vec)(GATE(gates, 0)), f = FN(sigmoid_vec)(GATE(gates, 1));
-    const FN(vec) g = FN(tanh_vec)(GATE(gates, 2)), o = FN(sigmoid_vec)(GATE(gates, 3));
+    const FN(vec) i = FN(sigmoid_vec)(GATE(gates, 0) + BIAS(0));
+    const FN(vec) f = FN(sigmoid_vec)(GATE(gates, 1) + BIAS(1));
+    const FN(vec) g = FN(tanh_vec)(GATE(gates, 2) + BIAS(2));
+    const FN(vec) o = FN(sigmoid_vec)(GATE(gates, 3) + BIAS(3));
     const FN(vec) c = f * UNITS(r->c_prev, r->ld_c_prev) + i * g;
     PUT_GATE(gates, 0, i);
     PUT_GATE(gates, 1, f);
@@ -92,11 +96,11 @@ ALWAYS_INLINE void FN(gru_forward_units)(const gru_rows *r, REAL *gates, ptrdiff
                                          ptrdiff_t j, ptrdiff_t w)
 {
     const REAL *hidden_part = ROW(r->hidden_part, r->ld_hidden_part);
-    const FN(vec) reset = FN(sigmoid_vec)(GATE(gates, 0) + GATE(hidden_part, 0));
-    const FN(vec) update = FN(sigmoid_vec)(GATE(gates, 1) + GATE(hidden_part, 1));
+    const FN(vec) reset = FN(sigmoid_vec)(GATE(gates, 0) + BIAS(0) + GATE(hidden_part, 0));
+    const FN(vec) update = FN(sigmoid_vec)(GATE(gates, 1) + BIAS(1) + GATE(hidden_part, 1));
     const FN(vec) hidden_n = GATE(hidden_part, 2) + (r->b_hn != NULL ? GATE(r->b_hn, 0)
                                                                       : (FN(vec)){0});
-    const FN(vec) candidate = FN(tanh_vec)(GATE(gates, 2) + reset * hidden_n);
+    const FN(vec) candidate = FN(tanh_vec)(GATE(gates, 2) + BIAS(2) + reset * hidden_n);
     PUT_GATE(gates, 0, reset);
     PUT_GATE(gates, 1, update);
     PUT_GATE(gates, 2, candidate);
@@ -126,6 +130,7 @@ ALWAYS_INLINE void FN(gru_backward_units)(const gru_rows *r, const REAL *gates, 
 CELL_PASS(gru_backward, gru_rows)
 
 #undef CELL_PASS
+#undef BIAS
 #undef PUT_UNITS
 #undef UNITS
 #undef PUT_GATE

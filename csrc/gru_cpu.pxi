@@ -3,11 +3,13 @@
 # (call_config) and checks (take_*) it uses. The elementwise maths is in gate_cells.h.
 #
 # Forward, for the rows [0, B_t) that step t computes (h_prev as for the Elman cell):
-#     workspace[:, :3H] = x W_ih^T + b_ih + [b_hr, b_hz, 0]   for every row at once
-#     S_t = h_prev W_hh^T                                     [B_t, 3H], a scratch, no bias
-#     r = sigmoid(x_r + S_r)   z = sigmoid(x_z + S_z)   hn = S_n + b_hn
-#     n = tanh(x_n + r hn)     h_t = (1 - z) n + z h_prev    workspace row = r z n hn
-# b_hn stays out of the input projection because torch multiplies it by r.
+#     workspace[:, :3H] = X = x W_ih^T   for every row at once
+#     S_t = h_prev W_hh^T                                     [B_t, 3H], a scratch
+#     r = sigmoid(X_r + S_r + b_ir + b_hr)   z = sigmoid(X_z + S_z + b_iz + b_hz)
+#     hn = S_n + b_hn   n = tanh(X_n + b_in + r hn)   h_t = (1 - z) n + z h_prev
+#     workspace row = r z n hn
+# The biases are folded into one vector b_ih + [b_hr, b_hz, 0] that the gate pass adds with
+# b_hn, which stays apart because torch multiplies it by r.
 # Backward, the walk in reverse (dH [N, H] starts as grad_out plus grad_hn where a sequence
 # ends): the cell pass writes dA_t = [dr, dz, dn r, dn] and adds dh z to dH_prev (or writes it
 # into grad_h0 for the rows that started at t); then dH_prev += dA_t[:, :3H] W_hh. After the
@@ -19,7 +21,7 @@ from cython cimport floating
 from libc.stdlib cimport free
 
 from cell_shared cimport (add_column_sums, add_recurrent_weight_gradient, alloc_rows,
-                          cell_passes, copy_final_states, fill_bias_rows, run_time_loop,
+                          cell_passes, copy_final_states, fold_biases, run_time_loop,
                           start_state_gradients)
 from cpu_products cimport add_weight_gradient, matmul
 from gate_cells cimport gru_rows
@@ -77,28 +79,30 @@ def gru_backward_cpu(x, h0, w_ih, w_hh, batch_sizes, bint reverse, out, workspac
 
 # ---- forward --------------------------------------------------------------------------------
 cdef int gru_forward(layer_call* call, floating* ws) except -1 nogil:   # ws [N, 4H]
-    """ws[:, :3H] = x W_ih^T + b_ih + [b_hr, b_hz, 0] for every row at once; the steps (which
-    write the gates and out); then h_n."""
+    """ws[:, :3H] = x W_ih^T for every row at once; the steps (whose gate pass adds the folded
+    biases b_ih + [b_hr, b_hz, 0] and b_hn, and writes the gates and out); then h_n."""
     cdef product_config cfg = call_config()
     cdef Py_ssize_t H = call.H
+    cdef floating* bias = NULL        # [3H] b_ih + [b_hr, b_hz, 0], or NULL
     if call.walk.T == 0:
         return 0
     set_offsets(&call.walk)
     try:
-        fill_bias_rows(call.N, 3 * H, <const floating*>call.b_ih, <const floating*>call.b_hh,
-                       2 * H, ws, 4 * H)
+        bias = fold_biases(<const floating*>call.b_ih, <const floating*>call.b_hh, 3 * H, 2 * H)
         matmul(&cfg, call.N, 3 * H, call.input_size, <const floating*>call.x, call.input_size,
-               <const floating*>call.w_ih, call.input_size, True, True, ws, 4 * H)
-        run_gru_forward_steps(&cfg, call, ws)
+               <const floating*>call.w_ih, call.input_size, True, False, ws, 4 * H)
+        run_gru_forward_steps(&cfg, call, ws, bias)
         copy_final_states(&call.walk, H, <const floating*>call.out, call.ld_out,
                           <floating*>call.h_n)
     finally:
+        free(bias)
         free_offsets(&call.walk)
     return 0
 
 
 cdef int run_gru_forward_steps(const product_config* cfg, const layer_call* call,
-                               floating* ws) except -1 nogil:   # ws [N, 4H]
+                               floating* ws,                    # [N, 4H]
+                               const floating* bias) except -1 nogil:   # [3H] or NULL
     """Step t, rows [0, B_t): S = h_prev W_hh^T into a [B, 3H] scratch; the cell pass (gates,
     hn and h_t into out)."""
     cdef const packed_walk* walk = &call.walk
@@ -130,11 +134,11 @@ cdef int run_gru_forward_steps(const product_config* cfg, const layer_call* call
                       NULL, 0, n - carried, STEP_ASSIGN)
             begin_round(&plan, 2 * s + 1)
             if carried:
-                cells[2 * s] = gru_forward_rows(carried, H, gates, hidden_part, b_hn,
+                cells[2 * s] = gru_forward_rows(carried, H, gates, bias, hidden_part, b_hn,
                                                 out + walk.offsets[p] * ld_out, ld_out,
                                                 out + walk.offsets[t] * ld_out, ld_out)
                 add_cell_block(&plan, 2 * s + 1, &cells[2 * s], carried)
-            cells[2 * s + 1] = gru_forward_rows(n - carried, H, gates + carried * ld,
+            cells[2 * s + 1] = gru_forward_rows(n - carried, H, gates + carried * ld, bias,
                                                 hidden_part + carried * 3 * H, b_hn,
                                                 h0 + carried * H, H,
                                                 out + (walk.offsets[t] + carried) * ld_out,
@@ -148,11 +152,11 @@ cdef int run_gru_forward_steps(const product_config* cfg, const layer_call* call
 
 
 cdef gru_rows gru_forward_rows(Py_ssize_t m, Py_ssize_t H, floating* gates,
-                               const floating* hidden_part, const floating* b_hn,
-                               const floating* h_prev, Py_ssize_t ld_h_prev, floating* h,
-                               Py_ssize_t ld_h) noexcept nogil:
+                               const floating* bias, const floating* hidden_part,
+                               const floating* b_hn, const floating* h_prev,
+                               Py_ssize_t ld_h_prev, floating* h, Py_ssize_t ld_h) noexcept nogil:
     """The forward cell pass's arguments for m rows (gru_rows in gate_cells.h)."""
-    return gru_rows(m=m, H=H, gates=gates, ld_gates=4 * H, hidden_part=hidden_part,
+    return gru_rows(m=m, H=H, gates=gates, ld_gates=4 * H, bias=bias, hidden_part=hidden_part,
                     ld_hidden_part=3 * H, b_hn=b_hn, h_prev=h_prev, ld_h_prev=ld_h_prev, h=h,
                     ld_h=ld_h, grad_h=NULL, ld_grad_h=0, grad_gates=NULL, ld_grad_gates=0,
                     grad_h_prev=NULL, ld_grad_h_prev=0, assign_grad_h_prev=0)
@@ -255,7 +259,7 @@ cdef gru_rows gru_backward_rows(Py_ssize_t m, Py_ssize_t H, const floating* gate
                                 const floating* grad_h, floating* grad_gates,
                                 floating* grad_h_prev, bint assign) noexcept nogil:
     """The backward cell pass's arguments for m rows (gru_rows in gate_cells.h)."""
-    return gru_rows(m=m, H=H, gates=<void*>gates, ld_gates=4 * H, hidden_part=NULL,
+    return gru_rows(m=m, H=H, gates=<void*>gates, ld_gates=4 * H, bias=NULL, hidden_part=NULL,
                     ld_hidden_part=0, b_hn=NULL, h_prev=h_prev, ld_h_prev=ld_h_prev, h=NULL,
                     ld_h=0, grad_h=grad_h, ld_grad_h=H, grad_gates=grad_gates,
                     ld_grad_gates=4 * H, grad_h_prev=grad_h_prev, ld_grad_h_prev=H,

@@ -4,7 +4,7 @@
 #
 # Forward, for the rows [0, B_t) that step t computes (h_prev, c_prev as for the Elman cell:
 # the step before in the walk, or h0, c0 for a row that starts at t):
-#     a_t = x_t W_ih^T + b_ih + b_hh + h_prev W_hh^T            [B_t, 4H], in the workspace
+#     a_t = x_t W_ih^T + h_prev W_hh^T (+ b_ih + b_hh)          [B_t, 4H], in the workspace
 #     i, f, o = sigmoid(a)  g = tanh(a)  c_t = f c_prev + i g  m_t = o tanh(c_t)
 #     h_t = m_t W_hr^T (proj_size P), else m_t                   workspace row = i f g o c_t
 # Backward, the walk in reverse (dH [N, P] starts as grad_out plus grad_hn where a sequence
@@ -17,12 +17,14 @@
 # It must match fastrnn/backends/reference.py (lstm_forward_numpy, lstm_backward_numpy).
 # A step is two rounds of its plan (three with a projection): the product, then the cell pass
 # over the whole rows (a unit's four gates sit in four different column panels of the product).
+# The biases are folded into one vector that the forward cell pass adds: it reads every
+# pre-activation anyway, so the input projection need not start from N rows of biases.
 from cython cimport floating
 from libc.stdlib cimport free
 from libc.string cimport memmove
 
 from cell_shared cimport (add_column_sums, add_recurrent_weight_gradient, alloc_rows,
-                          cell_passes, copy_final_states, fill_bias_rows, run_time_loop,
+                          cell_passes, copy_final_states, fold_biases, run_time_loop,
                           start_state_gradients)
 from cpu_products cimport add_weight_gradient, matmul
 from gate_cells cimport lstm_rows
@@ -111,29 +113,31 @@ cdef int take_lstm_states(layer_call* call, int typenum, x, h0, c0, w_hr, batch_
 
 # ---- forward --------------------------------------------------------------------------------
 cdef int lstm_forward(layer_call* call, floating* ws) except -1 nogil:   # ws [N, 5H]
-    """ws[:, :4H] = x W_ih^T + b_ih + b_hh for every row at once; the steps (which activate the
-    gates and write c_t and out); then h_n and c_n."""
+    """ws[:, :4H] = x W_ih^T for every row at once; the steps (whose gate pass adds the folded
+    biases b_ih + b_hh, activates the gates and writes c_t and out); then h_n and c_n."""
     cdef product_config cfg = call_config()
     cdef Py_ssize_t H = call.H, ld = 5 * call.H
+    cdef floating* bias = NULL        # [4H] b_ih + b_hh, or NULL
     if call.walk.T == 0:
         return 0
     set_offsets(&call.walk)
     try:
-        fill_bias_rows(call.N, 4 * H, <const floating*>call.b_ih, <const floating*>call.b_hh,
-                       4 * H, ws, ld)
+        bias = fold_biases(<const floating*>call.b_ih, <const floating*>call.b_hh, 4 * H, 4 * H)
         matmul(&cfg, call.N, 4 * H, call.input_size, <const floating*>call.x, call.input_size,
-               <const floating*>call.w_ih, call.input_size, True, True, ws, ld)
-        run_lstm_forward_steps(&cfg, call, ws)
+               <const floating*>call.w_ih, call.input_size, True, False, ws, ld)
+        run_lstm_forward_steps(&cfg, call, ws, bias)
         copy_final_states(&call.walk, call.P, <const floating*>call.out, call.ld_out,
                           <floating*>call.h_n)
         copy_final_states(&call.walk, H, <const floating*>ws + 4 * H, ld, <floating*>call.c_n)
     finally:
+        free(bias)
         free_offsets(&call.walk)
     return 0
 
 
 cdef int run_lstm_forward_steps(const product_config* cfg, const layer_call* call,
-                                floating* ws) except -1 nogil:   # ws [N, 5H]
+                                floating* ws,                   # [N, 5H]
+                                const floating* bias) except -1 nogil:   # [4H] or NULL
     """Step t, rows [0, B_t): a_t += h_prev W_hh^T; the cell pass; out_t = m_t W_hr^T with a
     projection (m_t in a [B, H] scratch), else the cell pass writes m_t = h_t into out."""
     cdef const packed_walk* walk = &call.walk
@@ -170,11 +174,11 @@ cdef int run_lstm_forward_steps(const product_config* cfg, const layer_call* cal
                       ld, NULL, 0, n - carried, STEP_PLAIN)
             begin_round(&plan, r + 1)
             if carried:
-                cells[2 * s] = lstm_forward_rows(carried, H, gates,
+                cells[2 * s] = lstm_forward_rows(carried, H, gates, bias,
                                                  ws + walk.offsets[p] * ld + 4 * H, ld, hidden,
                                                  ld_hidden)
                 add_cell_block(&plan, r + 1, &cells[2 * s], carried)
-            cells[2 * s + 1] = lstm_forward_rows(n - carried, H, gates + carried * ld,
+            cells[2 * s + 1] = lstm_forward_rows(n - carried, H, gates + carried * ld, bias,
                                                  <const floating*>call.c0 + carried * H, H,
                                                  hidden + carried * ld_hidden, ld_hidden)
             add_cell_block(&plan, r + 1, &cells[2 * s + 1], n - carried)
@@ -190,10 +194,12 @@ cdef int run_lstm_forward_steps(const product_config* cfg, const layer_call* cal
 
 
 cdef lstm_rows lstm_forward_rows(Py_ssize_t m, Py_ssize_t H, floating* gates,
-                                 const floating* c_prev, Py_ssize_t ld_c_prev, floating* hidden,
+                                 const floating* bias, const floating* c_prev,
+                                 Py_ssize_t ld_c_prev, floating* hidden,
                                  Py_ssize_t ld_hidden) noexcept nogil:
     """The forward cell pass's arguments for m rows (lstm_rows in gate_cells.h)."""
-    return lstm_rows(m=m, H=H, gates=gates, ld_gates=5 * H, c_prev=c_prev, ld_c_prev=ld_c_prev,
+    return lstm_rows(m=m, H=H, gates=gates, ld_gates=5 * H, bias=bias, c_prev=c_prev,
+                     ld_c_prev=ld_c_prev,
                      hidden=hidden, ld_hidden=ld_hidden, grad_hidden=NULL, ld_grad_hidden=0,
                      grad_c=NULL, ld_grad_c=0, grad_gates=NULL, ld_grad_gates=0)
 
@@ -317,7 +323,7 @@ cdef lstm_rows lstm_backward_rows(Py_ssize_t m, Py_ssize_t H, const floating* ga
                                   floating* hidden) noexcept nogil:
     """The backward cell pass's arguments for m rows (lstm_rows in gate_cells.h); hidden may
     be NULL (no projection: M is not needed)."""
-    return lstm_rows(m=m, H=H, gates=<void*>gates, ld_gates=5 * H, c_prev=c_prev,
+    return lstm_rows(m=m, H=H, gates=<void*>gates, ld_gates=5 * H, bias=NULL, c_prev=c_prev,
                      ld_c_prev=ld_c_prev, hidden=hidden, ld_hidden=H, grad_hidden=grad_hidden,
                      ld_grad_hidden=ld_grad_hidden, grad_c=grad_c, ld_grad_c=H,
                      grad_gates=grad_gates, ld_grad_gates=4 * H)

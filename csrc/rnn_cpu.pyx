@@ -16,9 +16,10 @@ Why it is built this way (design.md, "what makes it fast"), for every cell:
 - one compiled call per layer-direction; every array is checked once here and the time loop
   runs without the GIL; no per-step Python or allocation;
 - the input projection of all N tokens is ONE product, written straight into its destination
-  (the Elman output, the gated cells' workspace), first filled with the folded biases; each
-  step then adds h_prev W_hh^T in place and applies the activation (Elman: in the product's
-  epilogue; gated cells: one fused elementwise pass over the step's gates);
+  (the Elman output, first filled with the folded biases; the gated cells' workspace, whose
+  gate pass adds them); each step then adds h_prev W_hh^T in place and applies the activation
+  (Elman: in the product's epilogue; gated cells: one fused elementwise pass over the step's
+  gates);
 - float32 steps run the fused step kernel (step_gemm.h): W_hh packed once per call (or used
   in place when the call has so few rows that packing would cost more). A time loop is a
   "plan" of blocks per step (step_jobs.h), which is how variable lengths enter: in reverse some
