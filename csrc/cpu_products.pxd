@@ -193,7 +193,7 @@ cdef inline int matmul(const product_config* cfg, Py_ssize_t M, Py_ssize_t N, Py
         round_start[0], round_start[1] = 0, 1
         plan.n_rounds, plan.blocks, plan.round_start = 1, &block, round_start
         plan.n_operands, plan.cell_pass, plan.units = 1, NULL, 0
-        plan.operands[0] = step_operand(N=N, K=K, packed=NULL, w=w, ldw=ldw,
+        plan.operands[0] = step_operand(N=N, K=K, panels=0, packed=NULL, w=w, ldw=ldw,
                                         w_is_transposed=w_is_transposed)
         return run_plan(cfg, &plan, False, M, 1)
     gemm(False, w_is_transposed, M, N, K, a, lda, w, ldw, 1 if accumulate else 0, c, ldc,

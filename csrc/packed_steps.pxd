@@ -94,7 +94,7 @@ cdef inline int add_operand(step_plan* plan, const void* w, Py_ssize_t ldw, bint
                             Py_ssize_t N, Py_ssize_t K) noexcept nogil:
     """Adds B [K, N] = w^T (w [N, K] rows ldw apart) if w_is_transposed, else w ([K, N]), to the
     plan's operands (at most MAX_STEP_OPERANDS); returns its index for add_block."""
-    plan.operands[plan.n_operands] = step_operand(N=N, K=K, packed=NULL, w=w, ldw=ldw,
+    plan.operands[plan.n_operands] = step_operand(N=N, K=K, panels=0, packed=NULL, w=w, ldw=ldw,
                                                   w_is_transposed=w_is_transposed)
     plan.n_operands += 1
     return plan.n_operands - 1

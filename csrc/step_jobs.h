@@ -42,6 +42,7 @@ typedef struct {
 
 typedef struct {             /* B [K, N] of a plan's products */
     ptrdiff_t N, K;
+    ptrdiff_t panels;        /* set by run_step_plan: column panels of kernel->panel_width */
     const float *packed;     /* B packed with kernel->panel_width, or NULL: */
     const void *w;           /*   B = w^T (w [N, K]) if w_is_transposed else w ([K, N]), */
     ptrdiff_t ldw;           /*   used in place by direct_gemm on one thread */
@@ -68,9 +69,11 @@ static ptrdiff_t panel_count(const step_kernel *kernel, ptrdiff_t N)
 
 /* Where the share of item `item` (of n_items) begins among `total` things, in whole grains:
  * the team shares every round by the same items, whatever each block divides. */
-static ptrdiff_t share_start(ptrdiff_t total, ptrdiff_t item, ptrdiff_t n_items, ptrdiff_t grain)
+static inline ptrdiff_t share_start(ptrdiff_t total, ptrdiff_t item, ptrdiff_t n_items,
+                                   ptrdiff_t grain)
 {
-    if (item >= n_items) return total;
+    if (item <= 0) return 0;                /* the ends without a division: one thread's */
+    if (item >= n_items) return total;      /* share is all of it, at every tiny step */
     return total * item / n_items / grain * grain;
 }
 
@@ -79,9 +82,8 @@ static void run_product_block(const step_plan *plan, const step_block *block,
 {
     const step_kernel *kernel = plan->kernel;
     const step_operand *b = &plan->operands[block->operand];
-    const ptrdiff_t panels = panel_count(kernel, b->N);
-    const ptrdiff_t panel_begin = share_start(panels, item_begin, plan->n_items, 1);
-    const ptrdiff_t panel_end = share_start(panels, item_end, plan->n_items, 1);
+    const ptrdiff_t panel_begin = share_start(b->panels, item_begin, plan->n_items, 1);
+    const ptrdiff_t panel_end = share_start(b->panels, item_end, plan->n_items, 1);
     const float *a = (const float *)block->a, *h = (const float *)block->h;
     float *c = (float *)block->c;
     if (a == NULL) {
@@ -126,9 +128,11 @@ static void step_plan_work(const void *job, ptrdiff_t round, ptrdiff_t item_begi
 static void run_step_plan(step_plan *plan, int n_threads)
 {
     int i;
-    for (i = 0; i < plan->n_operands; i++)
+    for (i = 0; i < plan->n_operands; i++) {
+        plan->operands[i].panels = panel_count(plan->kernel, plan->operands[i].N);
         if (plan->operands[i].packed == NULL) n_threads = 1;
-    plan->n_items = panel_count(plan->kernel, plan->operands[0].N);
+    }
+    plan->n_items = plan->operands[0].panels;
     if (plan->n_items < 1) plan->n_items = 1;
     run_team(n_threads, plan->n_items, plan->n_rounds, step_plan_work, plan);
 }

@@ -18,6 +18,7 @@ cdef extern from "step_jobs.h" nogil:
         const void* cell
     ctypedef struct step_operand:
         Py_ssize_t N, K
+        Py_ssize_t panels
         const float* packed
         const void* w
         Py_ssize_t ldw
