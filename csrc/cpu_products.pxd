@@ -189,10 +189,10 @@ cdef inline int matmul(const product_config* cfg, Py_ssize_t M, Py_ssize_t N, Py
     if floating is float and <double>M * N * K < cfg.sizes.own_max_macs:
         block = step_block(a=a, lda=lda, c=c, ldc=ldc, h=NULL, ldh=0, m=M,
                            epilogue=STEP_PLAIN if accumulate else STEP_ASSIGN, operand=0,
-                           cell=NULL)
+                           descending=0, cell=NULL)
         round_start[0], round_start[1] = 0, 1
         plan.n_rounds, plan.blocks, plan.round_start = 1, &block, round_start
-        plan.n_operands, plan.cell_pass, plan.units = 1, NULL, 0
+        plan.n_operands, plan.cell_pass, plan.units, plan.rounds_per_step = 1, NULL, 0, 1
         plan.operands[0] = step_operand(N=N, K=K, panels=0, packed=NULL, w=w, ldw=ldw,
                                         w_is_transposed=w_is_transposed)
         return run_plan(cfg, &plan, False, M, 1)

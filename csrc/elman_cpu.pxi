@@ -100,7 +100,7 @@ cdef int run_forward_steps(const product_config* cfg, const layer_call* call,
     cdef Py_ssize_t s, t, carried, ld = call.ld_out, H = call.H
     cdef const floating* h0 = <const floating*>call.h0
     cdef int epilogue = STEP_RELU if call.relu else STEP_TANH
-    alloc_plan(&plan, walk.T, 2)
+    alloc_plan(&plan, walk.T, 2, 1)
     add_operand(&plan, call.w_hh, H, True, H, H)        # B = W_hh^T
     for s in range(walk.T):
         t = walk_step(walk, s)
@@ -162,7 +162,7 @@ cdef int run_backward_steps(const product_config* cfg, const layer_call* call,
     cdef Py_ssize_t s, t, p, carried, rounds = 0, ld = call.ld_out, H = call.H
     cdef floating* grad_h0 = <floating*>call.grad_h0
     cdef int grad = STEP_RELU_GRAD if call.relu else STEP_TANH_GRAD
-    alloc_plan(&plan, walk.T + 1, 3)
+    alloc_plan(&plan, walk.T + 1, 3, 1)
     add_operand(&plan, call.w_hh, H, False, H, H)       # B = W_hh
     t = walk_step(walk, walk.T - 1)
     begin_round(&plan, 0)

@@ -118,7 +118,7 @@ cdef int run_gru_forward_steps(const product_config* cfg, const layer_call* call
     try:
         cells = <gru_rows*>alloc_rows(2 * walk.T, 1, sizeof(gru_rows), "the cell blocks")
         hidden_part = <floating*>alloc_rows(call.B, 3 * H, sizeof(floating), "h W_hh^T")
-        alloc_plan(&plan, 2 * walk.T, 2)
+        alloc_plan(&plan, 2 * walk.T, 2, 2)
         plan.cell_pass, plan.units = cell_passes(cfg, floating is double).gru_forward, H
         add_operand(&plan, call.w_hh, H, True, 3 * H, H)             # B = W_hh^T
         for s in range(walk.T):
@@ -221,7 +221,7 @@ cdef int run_gru_backward_steps(const product_config* cfg, const layer_call* cal
     cdef gru_rows* cells = NULL          # [T, 2]: the carried and the started rows of each step
     try:
         cells = <gru_rows*>alloc_rows(2 * walk.T, 1, sizeof(gru_rows), "the cell blocks")
-        alloc_plan(&plan, 2 * walk.T, 2)
+        alloc_plan(&plan, 2 * walk.T, 2, 2)
         plan.cell_pass, plan.units = cell_passes(cfg, floating is double).gru_backward, H
         add_operand(&plan, call.w_hh, H, False, H, 3 * H)            # B = W_hh
         for s in range(walk.T - 1, -1, -1):

@@ -155,7 +155,7 @@ cdef int run_lstm_forward_steps(const product_config* cfg, const layer_call* cal
         cells = <lstm_rows*>alloc_rows(2 * walk.T, 1, sizeof(lstm_rows), "the cell blocks")
         if projecting:
             scratch = <floating*>alloc_rows(call.B, H, sizeof(floating), "m_t")
-        alloc_plan(&plan, walk.T * rounds, 2)
+        alloc_plan(&plan, walk.T * rounds, 2, rounds)
         plan.cell_pass, plan.units = cell_passes(cfg, floating is double).lstm_forward, H
         add_operand(&plan, call.w_hh, P, True, 4 * H, P)             # B = W_hh^T
         if projecting:
@@ -259,7 +259,7 @@ cdef int run_lstm_backward_steps(const product_config* cfg, const layer_call* ca
     cdef step_plan plan
     cdef bint projecting = call.w_hr != NULL
     cdef Py_ssize_t s, t, p, carried, n, r = 0, H = call.H, P = call.P, ld = 5 * call.H
-    cdef Py_ssize_t row
+    cdef Py_ssize_t row, rounds = 3 if projecting else 2
     cdef floating* scratch = NULL        # [B, H] dL/dm_t (projection)
     cdef const floating* grad_hidden     # [B_t, H] dL/dm_t of this step's rows
     cdef Py_ssize_t ld_grad_hidden = H if projecting else P
@@ -270,7 +270,7 @@ cdef int run_lstm_backward_steps(const product_config* cfg, const layer_call* ca
         cells = <lstm_rows*>alloc_rows(2 * walk.T, 1, sizeof(lstm_rows), "the cell blocks")
         if projecting:
             scratch = <floating*>alloc_rows(call.B, H, sizeof(floating), "dL/dm_t")
-        alloc_plan(&plan, walk.T * (3 if projecting else 2), 2)
+        alloc_plan(&plan, walk.T * rounds, 2, rounds)
         plan.cell_pass, plan.units = cell_passes(cfg, floating is double).lstm_backward, H
         add_operand(&plan, call.w_hh, P, False, P, 4 * H)            # B = W_hh
         if projecting:

@@ -68,10 +68,10 @@ cdef inline void free_offsets(packed_walk* walk) noexcept nogil:
     walk.offsets = NULL
 
 
-cdef inline int alloc_plan(step_plan* plan, Py_ssize_t n_rounds,
-                           Py_ssize_t blocks_per_round) except -1 nogil:
-    """A plan of n_rounds rounds of up to blocks_per_round blocks, no operands yet (free_plan
-    frees it)."""
+cdef inline int alloc_plan(step_plan* plan, Py_ssize_t n_rounds, Py_ssize_t blocks_per_round,
+                           Py_ssize_t rounds_per_step) except -1 nogil:
+    """A plan of n_rounds rounds of up to blocks_per_round blocks, each time step
+    rounds_per_step rounds, no operands yet (free_plan frees it)."""
     cdef step_block* blocks = <step_block*>malloc(n_rounds * blocks_per_round * sizeof(step_block))
     cdef Py_ssize_t* round_start = <Py_ssize_t*>malloc((n_rounds + 1) * sizeof(Py_ssize_t))
     if blocks == NULL or round_start == NULL:
@@ -80,6 +80,7 @@ cdef inline int alloc_plan(step_plan* plan, Py_ssize_t n_rounds,
         with gil:
             raise MemoryError(f"could not allocate the plan of {n_rounds} steps")
     plan.n_rounds, plan.n_operands, plan.cell_pass, plan.units = n_rounds, 0, NULL, 0
+    plan.rounds_per_step = rounds_per_step
     plan.blocks, plan.round_start = blocks, round_start
     round_start[0] = 0
     return 0
@@ -101,9 +102,11 @@ cdef inline int add_operand(step_plan* plan, const void* w, Py_ssize_t ldw, bint
 
 
 cdef inline void append_block(step_plan* plan, Py_ssize_t round, step_block block) noexcept nogil:
-    """Appends ``block`` to round ``round`` (the last one begun) unless it has no rows."""
+    """Appends ``block`` to round ``round`` (the last one begun) unless it has no rows; its
+    panels run in descending order every other time step."""
     cdef Py_ssize_t* round_start = <Py_ssize_t*>plan.round_start
     cdef Py_ssize_t n = round_start[round + 1]
+    block.descending = round // plan.rounds_per_step % 2
     if block.m > 0:
         (<step_block*>plan.blocks)[n] = block
         round_start[round + 1] = n + 1
@@ -115,14 +118,15 @@ cdef inline void add_block(step_plan* plan, Py_ssize_t round, const void* a, Py_
     """Appends a product block of m rows to round ``round``: c[m, N] = epilogue(c + a . B) with
     B the plan's operand ``operand``, or epilogue(c) for a == NULL."""
     append_block(plan, round, step_block(a=a, lda=lda, c=c, ldc=ldc, h=h, ldh=ldh, m=m,
-                                         epilogue=epilogue, operand=operand, cell=NULL))
+                                         epilogue=epilogue, operand=operand, descending=0,
+                                         cell=NULL))
 
 
 cdef inline void add_cell_block(step_plan* plan, Py_ssize_t round, const void* rows,
                                 Py_ssize_t m) noexcept nogil:
     """Appends the plan's cell pass over ``rows`` (an lstm_rows or gru_rows of m rows)."""
     append_block(plan, round, step_block(a=NULL, lda=0, c=NULL, ldc=0, h=NULL, ldh=0, m=m,
-                                         epilogue=0, operand=0, cell=rows))
+                                         epilogue=0, operand=0, descending=0, cell=rows))
 
 
 cdef inline void begin_round(step_plan* plan, Py_ssize_t round) noexcept nogil:

@@ -111,7 +111,7 @@ enum {
 typedef void (*step_gemm_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a,
                              ptrdiff_t lda, const float *packed, float *c, ptrdiff_t ldc,
                              int epilogue, const float *h, ptrdiff_t ldh, ptrdiff_t panel_begin,
-                             ptrdiff_t panel_end);
+                             ptrdiff_t panel_end, int descending);
 typedef void (*rank_k_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a, ptrdiff_t lda,
                           const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
                           ptrdiff_t panel_begin, ptrdiff_t panel_end);

@@ -7,7 +7,7 @@ cdef extern from "step_gemm.h" nogil:
     ctypedef void (*step_gemm_fn)(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
                                   Py_ssize_t lda, const float* packed, float* c, Py_ssize_t ldc,
                                   int epilogue, const float* h, Py_ssize_t ldh,
-                                  Py_ssize_t panel_begin, Py_ssize_t panel_end)
+                                  Py_ssize_t panel_begin, Py_ssize_t panel_end, int descending)
     ctypedef void (*rank_k_fn)(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
                                Py_ssize_t lda, const float* b, Py_ssize_t ldb, float* c,
                                Py_ssize_t ldc, Py_ssize_t panel_begin, Py_ssize_t panel_end)

@@ -36,6 +36,7 @@ typedef struct {
     ptrdiff_t m;
     int epilogue;            /* STEP_* */
     int operand;             /* B = the plan's operands[operand] */
+    int descending;          /* its panels in descending order (every other step: step_gemm) */
     const void *cell;        /* not NULL: this block is the plan's cell pass on these rows (an */
                              /* lstm_rows or gru_rows), and the fields above are unused */
 } step_block;
@@ -55,6 +56,7 @@ typedef struct {
     step_operand operands[MAX_STEP_OPERANDS];
     cell_pass_fn cell_pass;  /* what the cell blocks run (NULL: the plan has none), */
     ptrdiff_t units;         /*   over this many units per row */
+    ptrdiff_t rounds_per_step;      /* the rounds of one time step (0: not a time loop) */
     ptrdiff_t n_rounds;
     const step_block *blocks;
     const ptrdiff_t *round_start;   /* [n_rounds + 1]: round r runs the blocks */
@@ -95,7 +97,8 @@ static void run_product_block(const step_plan *plan, const step_block *block,
                                   h ? h + first : NULL, block->ldh);
     } else if (b->packed != NULL) {
         kernel->step_gemm(block->m, b->N, b->K, a, block->lda, b->packed, c, block->ldc,
-                          block->epilogue, h, block->ldh, panel_begin, panel_end);
+                          block->epilogue, h, block->ldh, panel_begin, panel_end,
+                          block->descending);
     } else {                 /* whole rows: run_step_plan gives direct plans one thread */
         kernel->direct_gemm(block->m, b->N, b->K, a, block->lda, (const float *)b->w, b->ldw,
                             b->w_is_transposed, c, block->ldc, block->epilogue, h, block->ldh);

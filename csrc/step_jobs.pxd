@@ -15,6 +15,7 @@ cdef extern from "step_jobs.h" nogil:
         Py_ssize_t m
         int epilogue
         int operand
+        int descending
         const void* cell
     ctypedef struct step_operand:
         Py_ssize_t N, K
@@ -29,6 +30,7 @@ cdef extern from "step_jobs.h" nogil:
         step_operand operands[MAX_STEP_OPERANDS]
         cell_pass_fn cell_pass
         Py_ssize_t units
+        Py_ssize_t rounds_per_step
         Py_ssize_t n_rounds
         const step_block* blocks
         const Py_ssize_t* round_start
