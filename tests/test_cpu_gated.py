@@ -87,6 +87,23 @@ def test_every_float64_path_matches_the_reference(tuning, cell, lengths, reverse
     assert_paths_agree(cell, lengths, reverse, "float64")
 
 
+def test_one_step_kernel_choice_serves_every_cell():
+    """cpu.use_step_kernel switches the variant of the one compiled module that holds every
+    cell; an unknown name changes nothing."""
+    previous = cpu.use_step_kernel("generic")
+    try:
+        assert cpu.step_kernel_name() == kernels.step_kernel_name() == "generic"
+        for cell in ("lstm", "gru"):
+            problem = make_gated_problem(np.random.default_rng(2), cell, [3, 2], 5, 20,
+                                         "float32")
+            assert_backends_agree(problem, True)
+        with pytest.raises(ValueError, match="cannot run on this CPU"):
+            cpu.use_step_kernel("sse9")
+        assert cpu.step_kernel_name() == "generic"
+    finally:
+        cpu.use_step_kernel(previous)
+
+
 def test_a_big_step_is_shared_by_two_threads_with_the_same_numbers():
     """At the default thresholds a step of B * 4H * H >= 2^21 multiply-adds is shared by the
     team (products by panels, gate passes by units): B = 32, H = 128."""

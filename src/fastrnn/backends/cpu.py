@@ -3,8 +3,12 @@
 Why so little here: the compiled module meets the backend contract (backends/__init__.py)
 itself. Its entry points check every array they are given (shape, dtype, strides, byte
 order, alignment, writeability, batch_sizes), handle the packed variable-length layout, the
-missing biases and their own scratch memory, so ``rnn_forward``/``rnn_backward`` below ARE
-the compiled functions: no Python runs between fastrnn.functional and the kernels.
+missing biases and their own scratch memory, so ``rnn_forward``/``rnn_backward``,
+``lstm_forward``/``lstm_backward`` and ``gru_forward``/``gru_backward`` below ARE the compiled
+functions: no Python runs between fastrnn.functional and the kernels.
+
+One compiled module holds every cell, so the choices it runs with are one for all cells:
+``use_step_kernel`` (which float32 step-kernel variant runs) and ``_rnn_cpu.set_tuning``.
 
 Threads: the kernels read how many threads SciPy's BLAS has (fastrnn.set_num_threads sets it)
 and share big steps and products among that many; they never change it.
@@ -67,6 +71,14 @@ def coretype_report():
 def step_kernel_name():
     """The instruction set the float32 step kernel was compiled for and runs here."""
     return _rnn_cpu.step_kernel_name()
+
+
+def use_step_kernel(name):
+    """Runs every cell's float32 kernels on the step-kernel variant ``name`` ("avx512", "avx2",
+    "generic", or "best": the widest this CPU runs); returns the previous variant's name.
+    ValueError if this CPU cannot run it. For tests and benchmarks (e.g. the AVX2 path on an
+    AVX-512 machine); the default is "best"."""
+    return _rnn_cpu.use_step_kernel(name)
 
 
 def unavailable_reason():
