@@ -87,6 +87,13 @@ def save_curves(path, curves, title=None, xlabel="epoch"):
     return path
 
 
+def save_curves_if_asked(path, curves, title):
+    """``save_curves`` when ``--plot PATH`` was given, and say where the plot went."""
+    if path:
+        save_curves(path, curves, title=title)
+        print(f"training curves saved to {path}")
+
+
 class ManyToOne:
     """A many-to-one model on fastrnn.nn: [Embedding ->] fastrnn.RNN -> Linear on the last step.
 

@@ -10,11 +10,18 @@ same batches, so their curves can be compared step for step, and their times per
 
 The loss is in nats per character; the unigram entropy of the text (what a model that ignores
 context can reach at best) is printed beside it: a model that uses context falls well below.
+
+Generation runs outside torch, one character at a time with ``fastrnn.RNN.step`` (the trained
+weights copied in through ``state_dict``; embedding and head as NumPy arrays): that is the
+call whose per-call cost matters when a model writes text. The same loop is timed with
+torch.nn.RNN carrying the same weights (same sampler, same random draws) and both speeds are
+printed in tokens per second.
 """
 import collections
 import math
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -112,23 +119,71 @@ def evaluate(model, ids, seq_len):
     return cross_entropy(model(inputs)[0], targets).item()
 
 
-@torch.no_grad()
-def generate(model, vocabulary, prompt, length, temperature, generator):
-    """Seed 004's predict loop: feed the prompt, then sample one character at a time and
-    feed it back (temperature 0: always the most likely character)."""
-    model.eval()
-    logits, hx = model(vocabulary.encode(prompt)[None])
+def sample(logits, temperature, rng):
+    """The next id from NumPy logits [V]: softmax at ``temperature`` then one draw from
+    ``rng`` (temperature 0: the most likely id). Both engines share it, so their timings
+    differ by the model only."""
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    scaled = (logits - logits.max()) / temperature
+    cumulative = np.cumsum(np.exp(scaled))
+    return min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1])), len(logits) - 1)
+
+
+class StepGenerator:
+    """The trained model outside torch: embedding rows and head as NumPy arrays, the recurrent
+    layer as a ``fastrnn.RNN`` driven by ``step`` (seed 004's predict loop, one token a call)."""
+
+    def __init__(self, model, backend):
+        module = model.rnn
+        self.rnn = fastrnn.RNN(module.input_size, module.hidden_size, module.num_layers,
+                               backend=backend).eval()
+        self.rnn.load_state_dict(module.state_dict())     # torch's names: loads as it is
+        self.embedding = model.embedding.weight.detach().numpy().copy()    # [V, E]
+        self.head_weight = model.head.weight.detach().numpy().copy()       # [V, H]
+        self.head_bias = model.head.bias.detach().numpy().copy()           # [V]
+
+    def start(self, prompt_ids):
+        """(logits of the next token, state [L, H]) after the prompt: one forward call."""
+        _, h = self.rnn(self.embedding[prompt_ids])                       # unbatched [T, E]
+        return h[-1] @ self.head_weight.T + self.head_bias, h
+
+    def next(self, token, h):
+        h = self.rnn.step(self.embedding[token], h, out=h)                 # [L, H], in place
+        return h[-1] @ self.head_weight.T + self.head_bias, h
+
+
+class TorchGenerator:
+    """The same loop with torch.nn.RNN (torch's embedding and head), for the comparison."""
+
+    def __init__(self, model, vocabulary_size):
+        self.model = CharModel(nn.RNN, vocabulary_size, model.embedding.embedding_dim,
+                               model.rnn.hidden_size, model.rnn.num_layers)
+        self.model.load_state_dict(model.state_dict())
+        self.model.eval()
+
+    @torch.no_grad()
+    def start(self, prompt_ids):
+        logits, h = self.model(torch.as_tensor(prompt_ids)[None])
+        return logits[0, -1].numpy(), h
+
+    @torch.no_grad()
+    def next(self, token, h):
+        logits, h = self.model(torch.tensor([[token]]), h)
+        return logits[0, -1].numpy(), h
+
+
+def generate(generator, vocabulary, prompt, length, temperature, seed):
+    """(text, seconds per generated token): the prompt, then ``length`` sampled characters."""
+    rng = np.random.default_rng(seed)
+    logits, h = generator.start(vocabulary.encode(prompt).numpy())
     ids = []
+    start = time.perf_counter()
     for _ in range(length):
-        last = logits[0, -1]
-        if temperature > 0:
-            probabilities = torch.softmax(last / temperature, dim=-1)
-            next_id = int(torch.multinomial(probabilities, 1, generator=generator))
-        else:
-            next_id = int(last.argmax())
-        ids.append(next_id)
-        logits, hx = model(torch.tensor([[next_id]]), hx)
-    return prompt + vocabulary.decode(ids)
+        ids.append(sample(logits, temperature, rng))
+        logits, h = generator.next(ids[-1], h)
+    seconds = (time.perf_counter() - start) / max(length, 1)
+    return prompt + vocabulary.decode(ids), seconds
 
 
 def parse_arguments(argv=None):
@@ -194,10 +249,24 @@ def main(argv=None):
 
     per_epoch = sum(times.values()) / len(times)
     print(f"time per epoch ({args.layer}): {per_epoch:.2f} s")
+    step_backend = "cpu" if args.backend == "auto" else args.backend
+    engines = {"fastrnn.RNN.step": StepGenerator(model, step_backend),
+               "torch.nn.RNN": TorchGenerator(model, len(vocabulary.chars))}
+    seconds, texts = {}, {}
+    for _ in range(3):             # alternating, best of 3 (design.md's performance protocol)
+        for name, engine in engines.items():
+            text, per_token = generate(engine, vocabulary, args.prompt, args.length,
+                                       args.temperature, args.seed)
+            seconds[name] = min(seconds.get(name, math.inf), per_token)
+            texts[name] = text
     print(f"--- generated from {args.prompt!r} (temperature {args.temperature}) ---")
-    print(generate(model, vocabulary, args.prompt, args.length, args.temperature,
-                   torch.Generator().manual_seed(args.seed)))
+    print(texts["fastrnn.RNN.step"])
     print("---")
+    rates = {name: 1 / s for name, s in seconds.items()}
+    print(f"generation: fastrnn.RNN.step {rates['fastrnn.RNN.step']:.0f} tokens/s, "
+          f"torch.nn.RNN {rates['torch.nn.RNN']:.0f} tokens/s "
+          f"({rates['fastrnn.RNN.step'] / rates['torch.nn.RNN']:.2f}x), same text: "
+          f"{'yes' if texts['fastrnn.RNN.step'] == texts['torch.nn.RNN'] else 'no'}")
     if args.plot:
         _common.save_curves(args.plot, {"loss (nats/char)": {
             "train": train_losses, "validation": valid_losses,

@@ -17,7 +17,7 @@ import fastrnn
 from fastrnn import nn
 
 from _common import (ManyToOne, blas_description, build_parser, progress,
-                     save_curves, stopwatch)
+                     save_curves_if_asked, stopwatch)
 
 BACKENDS = ("numpy", "cpu")
 
@@ -107,9 +107,7 @@ def main():
                 accuracy(run["model"], x_test, y_test))
 
     report_timings(runs, curves["test accuracy"])
-    if args.plot:
-        save_curves(args.plot, curves, title="digits_rows (fastrnn.RNN + fastrnn.nn)")
-        print(f"training curves saved to {args.plot}")
+    save_curves_if_asked(args.plot, curves, "digits_rows (fastrnn.RNN + fastrnn.nn)")
     print(f"test accuracy: {curves['test accuracy']['cpu'][-1]:.3f}")
 
 

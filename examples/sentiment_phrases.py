@@ -14,7 +14,7 @@ import numpy as np
 import fastrnn
 from fastrnn import nn
 
-from _common import ManyToOne, build_parser, progress, save_curves
+from _common import ManyToOne, build_parser, progress, save_curves_if_asked
 
 TRAIN_DATA = {
     'good': True, 'bad': False, 'happy': True, 'sad': False,
@@ -141,9 +141,7 @@ def main():
     model, vocabulary, curves = train(args)
     for phrase in ("i am not earlier", "this is not at all bad", "i was not happy earlier"):
         print(f"{phrase!r}: {predict(model, phrase, vocabulary)}")
-    if args.plot:
-        save_curves(args.plot, curves, title="sentiment_phrases (fastrnn.RNN + fastrnn.nn)")
-        print(f"training curves saved to {args.plot}")
+    save_curves_if_asked(args.plot, curves, "sentiment_phrases (fastrnn.RNN + fastrnn.nn)")
     print(f"train loss: {curves['loss']['train'][-1]:.4f} | "
           f"test loss: {curves['loss']['test'][-1]:.4f}")
     print(f"test accuracy: {curves['accuracy']['test'][-1]:.3f}")

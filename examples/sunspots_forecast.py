@@ -13,7 +13,7 @@ import numpy as np
 import fastrnn
 from fastrnn import nn
 
-from _common import ManyToOne, build_parser, progress, save_curves
+from _common import ManyToOne, build_parser, progress, save_curves_if_asked
 
 
 def load_sunspots():
@@ -115,9 +115,7 @@ def main():
     test_inputs, test_targets = test_split
     model_errors = errors(forecast(model, test_inputs, scaler), test_targets)
     naive_errors = errors(test_inputs[-1, :, 0], test_targets)       # next year = this year
-    if args.plot:
-        save_curves(args.plot, curves, title="sunspots_forecast (fastrnn.RNN + fastrnn.nn)")
-        print(f"training curves saved to {args.plot}")
+    save_curves_if_asked(args.plot, curves, "sunspots_forecast (fastrnn.RNN + fastrnn.nn)")
     beaten = [name for name in model_errors if model_errors[name] < naive_errors[name]]
     print(f"the model beats the naive forecast on {', '.join(beaten) or 'neither error'}"
           + ("" if len(beaten) == 2 else " (see the numbers below)"))

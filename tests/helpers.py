@@ -7,14 +7,15 @@ import numpy as np
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 
 
-def assert_close(actual, expected, dtype, rtol=None):
-    """|actual - expected| <= rtol * max(|expected|, scale), scale = the largest |expected|."""
+def assert_close(actual, expected, dtype, rtol=None, what=""):
+    """|actual - expected| <= rtol * max(|expected|, scale), scale = the largest |expected|;
+    ``what`` names the compared quantity in the failure message."""
     rtol = RTOL[dtype] if rtol is None else rtol
     actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"shape {actual.shape} != {expected.shape}"
-    assert actual.dtype == expected.dtype, f"dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
     scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
 def random_array(rng, shape, dtype):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fastrnn.backends import cpu, reference
-from gated_problems import make_gated_problem
+from gated_problems import gated_problem
 from helpers import assert_close
 from packed_problems import make_problem
 
@@ -21,7 +21,7 @@ GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 # ----------------------------------------------------------------------------- valid calls
-def forward_arguments(cell="rnn", dtype="float32", lengths=(3, 2, 2), I=4, H=5, proj_size=0):
+def forward_arguments(cell="rnn", dtype="float32", lengths=(3, 2, 2), I=4, H=5, proj_size=None):
     """Valid arguments of <cell>_forward_cpu, by name, for a small ragged batch (N = 7, B = 3)."""
     rng = np.random.default_rng(0)
     if cell == "rnn":
@@ -29,18 +29,19 @@ def forward_arguments(cell="rnn", dtype="float32", lengths=(3, 2, 2), I=4, H=5, 
         arguments = dict(x=p.x, h0=p.h0, w_ih=p.w_ih, w_hh=p.w_hh, b_ih=p.b_ih, b_hh=p.b_hh,
                          batch_sizes=p.batch_sizes, reverse=False, relu=False)
     else:
-        p = make_gated_problem(rng, cell, list(lengths), I, H, dtype, proj_size=proj_size)
-        arguments = dict(x=p.x, h0=p.h0, w_ih=p.w_ih, w_hh=p.w_hh, b_ih=p.b_ih, b_hh=p.b_hh,
-                         batch_sizes=p.batch_sizes, reverse=False,
-                         workspace=np.zeros((len(p.x), (GATES[cell] + 1) * H), dtype))
+        p = gated_problem(rng, cell, list(lengths), I, H, dtype, P=proj_size)
+        arguments = {name: p[name] for name in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh",
+                                                "w_hr", "batch_sizes") if name in p}
+        arguments.update(reverse=False,
+                         workspace=np.zeros((len(p["x"]), (GATES[cell] + 1) * H), dtype))
         if cell == "lstm":
-            arguments.update(c0=p.c0, w_hr=p.w_hr, c_n=np.zeros((len(p.h0), H), dtype))
-    (N, _), (B, P) = p.x.shape, p.h0.shape
+            arguments.update(c_n=np.zeros((len(p["h0"]), H), dtype))
+    (N, _), (B, P) = arguments["x"].shape, arguments["h0"].shape
     arguments.update(out=np.zeros((N, P), dtype), h_n=np.zeros((B, P), dtype))
     return arguments
 
 
-def backward_arguments(cell="rnn", dtype="float32", proj_size=0):
+def backward_arguments(cell="rnn", dtype="float32", proj_size=None):
     """Valid arguments of <cell>_backward_cpu, by name, after a forward call on them."""
     f = forward_arguments(cell, dtype, proj_size=proj_size)
     getattr(kernels, f"{cell}_forward_cpu")(**f)
@@ -283,7 +284,7 @@ def test_huge_broadcast_input_is_refused_before_anything_runs():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_all_inputs_are_left_unchanged(cell):
     entry = f"{cell}_backward_cpu"
-    arguments = backward_arguments(cell, dtype="float64", proj_size=2 if cell == "lstm" else 0)
+    arguments = backward_arguments(cell, dtype="float64", proj_size=2 if cell == "lstm" else None)
     inputs = {name: np.copy(value) for name, value in arguments.items()
               if isinstance(value, np.ndarray) and name not in WRITTEN[entry]}
     getattr(kernels, entry)(**arguments)
@@ -312,7 +313,7 @@ def test_bias_gradients_may_be_missing(combination):
 def test_gated_parameter_gradients_may_be_missing(cell):
     """grad_b_hh (and the LSTM's grad_w_hr) may be None; the others are what they are with
     all of them."""
-    proj_size = 2 if cell == "lstm" else 0
+    proj_size = 2 if cell == "lstm" else None
     full = backward_arguments(cell, proj_size=proj_size)
     getattr(kernels, f"{cell}_backward_cpu")(**full)
     partial = backward_arguments(cell, proj_size=proj_size)

@@ -11,7 +11,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import cpu, reference
-from gated_problems import make_gated_problem, run_gated
+from gated_problems import gated_problem, run_gated
 from helpers import assert_close
 from packed_problems import (LENGTHS, PATHS, STEP_KERNELS,  # noqa: F401 - the fixtures
                              assert_results_agree, step_kernel, tuning)
@@ -22,13 +22,15 @@ kernels = cpu._rnn_cpu
 
 SIZES = [(3, 5), (16, 64), (9, 33), (0, 8)]   # odd, whole panels, partial panel, no input
 # (cell, proj_size): LSTM plain and projected to fewer units, GRU
-CELLS = {"lstm": ("lstm", 0), "lstm proj": ("lstm", 3), "gru": ("gru", 0)}
+CELLS = {"lstm": ("lstm", None), "lstm proj": ("lstm", 3), "gru": ("gru", None)}
 
 
-def assert_backends_agree(problem, reverse, half_of_two=False, accumulate_x=False):
-    expected = run_gated(reference, problem, reverse, half_of_two, accumulate_x)
-    actual = run_gated(cpu, problem, reverse, half_of_two, accumulate_x)
-    assert_results_agree(actual, expected, problem.x.dtype.name)
+def assert_backends_agree(cell, problem, reverse, accumulate_x=False):
+    """run_gated writes out into one half of [N, 2P] buffers (the other half must keep its
+    filling), starts the parameter gradients at 1 (added to) and grad_x at 2 or NaN."""
+    expected = run_gated(reference, cell, problem, reverse, accumulate_x)
+    actual = run_gated(cpu, cell, problem, reverse, accumulate_x)
+    assert_results_agree(actual, expected, problem["x"].dtype.name)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -40,18 +42,27 @@ def assert_backends_agree(problem, reverse, half_of_two=False, accumulate_x=Fals
 def test_kernels_match_the_reference(cell, lengths, I, H, reverse, bias, dtype):
     cell, proj_size = CELLS[cell]
     rng = np.random.default_rng(len(lengths) * 100 + I)
-    problem = make_gated_problem(rng, cell, lengths, I, H, dtype, bias, proj_size)
-    assert_backends_agree(problem, reverse, half_of_two=True, accumulate_x=reverse)
+    problem = gated_problem(rng, cell, lengths, I, H, dtype, bias, proj_size)
+    assert_backends_agree(cell, problem, reverse, accumulate_x=reverse)
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_equal_lengths_in_a_contiguous_output(cell):
-    """The plain case: out C-contiguous [N, P], grad_x written."""
+def test_a_contiguous_output_gets_the_same_rows(cell):
+    """out as a plain C-contiguous [N, P] array (run_gated writes half of [N, 2P])."""
     cell, proj_size = CELLS[cell]
-    problem = make_gated_problem(np.random.default_rng(4), cell, [5] * 3, 6, 32, "float32",
-                                 proj_size=proj_size)
-    assert_backends_agree(problem, False)
-    assert_backends_agree(problem, True)
+    problem = gated_problem(np.random.default_rng(4), cell, [5, 5, 2], 6, 32, "float32",
+                            P=proj_size)
+    (N, _), (B, P) = problem["x"].shape, problem["h0"].shape
+    H = problem["w_ih"].shape[0] // (4 if cell == "lstm" else 3)
+    expected = run_gated(cpu, cell, problem, True)["out"][:, P:]
+    values = {name: value for name, value in problem.items() if not name.startswith("grad")}
+    values.update(reverse=True, out=np.full((N, P), np.nan, np.float32),
+                  h_n=np.empty((B, P), np.float32),
+                  workspace=np.empty((N, (5 if cell == "lstm" else 4) * H), np.float32))
+    if cell == "lstm":
+        values["c_n"] = np.empty((B, H), np.float32)
+    getattr(cpu, f"{cell}_forward")(**values)
+    np.testing.assert_array_equal(values["out"], expected)
 
 
 # ----------------------------------------------------------------------------- every path
@@ -63,8 +74,8 @@ def assert_paths_agree(cell, lengths, reverse, dtype):
     cell, proj_size = CELLS[cell]
     rng = np.random.default_rng(11)
     for I, H in [(16, 64), (9, 33)]:
-        problem = make_gated_problem(rng, cell, lengths, I, H, dtype, proj_size=proj_size)
-        assert_backends_agree(problem, reverse, half_of_two=True, accumulate_x=True)
+        problem = gated_problem(rng, cell, lengths, I, H, dtype, P=proj_size)
+        assert_backends_agree(cell, problem, reverse, accumulate_x=True)
 
 
 @pytest.mark.parametrize("lengths,reverse", PATH_CASES)
@@ -94,9 +105,8 @@ def test_one_step_kernel_choice_serves_every_cell():
     try:
         assert cpu.step_kernel_name() == kernels.step_kernel_name() == "generic"
         for cell in ("lstm", "gru"):
-            problem = make_gated_problem(np.random.default_rng(2), cell, [3, 2], 5, 20,
-                                         "float32")
-            assert_backends_agree(problem, True)
+            problem = gated_problem(np.random.default_rng(2), cell, [3, 2], 5, 20, "float32")
+            assert_backends_agree(cell, problem, True)
         with pytest.raises(ValueError, match="cannot run on this CPU"):
             cpu.use_step_kernel("sse9")
         assert cpu.step_kernel_name() == "generic"
@@ -107,10 +117,10 @@ def test_one_step_kernel_choice_serves_every_cell():
 def test_a_big_step_is_shared_by_two_threads_with_the_same_numbers():
     """At the default thresholds a step of B * 4H * H >= 2^21 multiply-adds is shared by the
     team (products by panels, gate passes by units): B = 32, H = 128."""
-    problem = make_gated_problem(np.random.default_rng(6), "lstm", [3] * 32, 8, 128, "float32")
+    problem = gated_problem(np.random.default_rng(6), "lstm", [3] * 32, 8, 128, "float32")
     with fastrnn.num_threads(2):
         assert kernels.planned_step_threads(32, 2 * 128) == 2     # 4H * H = (2H)^2
-        assert_backends_agree(problem, True, half_of_two=True)
+        assert_backends_agree("lstm", problem, True)
 
 
 # ----------------------------------------------------------------------------- long sequence
@@ -118,17 +128,13 @@ def test_a_big_step_is_shared_by_two_threads_with_the_same_numbers():
 def test_long_float32_sequence_errors_do_not_grow(cell):
     """float32 kernels against the float64 reference over 3000 steps: the vectorised sigmoid
     and tanh (and the state carried through them) must not let the error grow with time."""
-    T, lengths = 3000, [3000, 2999, 1500]
-    problem = make_gated_problem(np.random.default_rng(9), cell, lengths, 8, 24, "float32",
-                                 recurrent_scale=0.5)
-    double = make_gated_problem(np.random.default_rng(9), cell, lengths, 8, 24, "float64",
-                                recurrent_scale=0.5)
-    for name in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "grad_out", "grad_hn",
-                 "grad_cn"):
-        if getattr(double, name) is not None:
-            setattr(double, name, getattr(problem, name).astype(np.float64))
-    actual = run_gated(cpu, problem, False)
-    expected = run_gated(reference, double, False)
+    lengths = [3000, 2999, 1500]
+    problem = gated_problem(np.random.default_rng(9), cell, lengths, 8, 24, "float32")
+    problem["w_hh"] *= np.float32(0.5)     # a contracting recurrence: float64 is the truth
+    double = {name: value if value is None or name == "batch_sizes" else
+              value.astype(np.float64) for name, value in problem.items()}
+    actual = run_gated(cpu, cell, problem, False)
+    expected = run_gated(reference, cell, double, False)
     errors = np.abs(actual["out"] - expected["out"]).max(axis=1)    # per packed row
     first, last = errors[:len(errors) // 10].max(), errors[-len(errors) // 10:].max()
     assert errors.max() < 2e-6, errors.max()
@@ -140,12 +146,10 @@ def test_long_float32_sequence_errors_do_not_grow(cell):
 # ----------------------------------------------------------------------------- sizes
 def test_zero_hidden_units_write_zero_outputs():
     """H = 0 with a projection: the projected output of no units is 0 (as the reference)."""
-    problem = make_gated_problem(np.random.default_rng(3), "lstm", [3, 1], 4, 0, "float64",
-                                 proj_size=2)
-    expected = run_gated(reference, problem, True)
-    actual = run_gated(cpu, problem, True)
-    for name in expected:
-        assert_close(actual[name], expected[name], "float64"), name
+    problem = gated_problem(np.random.default_rng(3), "lstm", [3, 1], 4, 0, "float64", P=2)
+    expected = run_gated(reference, "lstm", problem, True)
+    actual = run_gated(cpu, "lstm", problem, True)
+    assert_results_agree(actual, expected, "float64")
 
 
 def test_more_than_2_to_the_31_rows_of_zero_width():

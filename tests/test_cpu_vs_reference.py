@@ -20,10 +20,10 @@ def make_pair(input_size, hidden_size, **kwargs):
     return reference, fast
 
 
-def run_both(reference, fast, x, hx, rng):
+def run_both(reference, fast, x, hx, rng, lengths=None):
     """Forward and backward on both layers with the same random upstream gradients."""
-    out_ref, hn_ref = reference(x, hx)
-    out_fast, hn_fast = fast(x, hx)
+    out_ref, hn_ref = reference(x, hx, lengths=lengths)
+    out_fast, hn_fast = fast(x, hx, lengths=lengths)
     grad_out = random_array(rng, out_ref.shape, out_ref.dtype)
     grad_hn = random_array(rng, hn_ref.shape, hn_ref.dtype)
     grads_ref = reference.backward(grad_out, grad_hn)
@@ -31,12 +31,12 @@ def run_both(reference, fast, x, hx, rng):
     return (out_ref, hn_ref, *grads_ref), (out_fast, hn_fast, *grads_fast)
 
 
-def assert_layers_agree(reference, fast, x, hx, rng, dtype):
-    expected, actual = run_both(reference, fast, x, hx, rng)
+def assert_layers_agree(reference, fast, x, hx, rng, dtype, lengths=None):
+    expected, actual = run_both(reference, fast, x, hx, rng, lengths)
     for what, a, e in zip(("output", "h_n", "grad_input", "grad_hx"), actual, expected):
-        assert_close(a, e, dtype), what
+        assert_close(a, e, dtype, what=what)
     for name in reference.grads:
-        assert_close(fast.grads[name], reference.grads[name], dtype)
+        assert_close(fast.grads[name], reference.grads[name], dtype, what=name)
 
 
 @pytest.mark.parametrize("num_layers,bidirectional,batch_first,bias,nonlinearity,with_hx,dtype", GRID)
@@ -49,6 +49,24 @@ def test_grid(num_layers, bidirectional, batch_first, bias, nonlinearity, with_h
     states = num_layers * (2 if bidirectional else 1)
     hx = random_array(rng, (states, B, H), dtype) if with_hx else None
     assert_layers_agree(reference, fast, x, hx, rng, dtype)
+
+
+# ragged batches: unsorted lengths with ties, one full-length and one of a single step
+RAGGED = {2: [2, 5], 3: [3, 5, 1], 4: [4, 1, 5, 4]}
+
+
+@pytest.mark.parametrize("num_layers,bidirectional,batch_first,bias,nonlinearity,with_hx,dtype", GRID)
+@pytest.mark.parametrize("B", sorted(RAGGED))
+def test_ragged_grid(num_layers, bidirectional, batch_first, bias, nonlinearity, with_hx, dtype, B):
+    """The same grid on ragged batches (the packed layout with batch_sizes shrinking)."""
+    rng = np.random.default_rng(num_layers * 100 + B)
+    T, I, H = 5, 4, 6
+    reference, fast = make_pair(I, H, num_layers=num_layers, nonlinearity=nonlinearity, bias=bias,
+                                batch_first=batch_first, bidirectional=bidirectional, dtype=dtype)
+    x = random_array(rng, (B, T, I) if batch_first else (T, B, I), dtype)
+    states = num_layers * (2 if bidirectional else 1)
+    hx = random_array(rng, (states, B, H), dtype) if with_hx else None
+    assert_layers_agree(reference, fast, x, hx, rng, dtype, lengths=RAGGED[B])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -106,7 +124,8 @@ def test_functional_matches_layer():
     grad_x, grad_hx = layer.backward(grad_out)
     f_out, f_hn, context = fastrnn.functional.rnn_forward(x, layer.state_dict(), backend="cpu")
     f_grad_x, f_grad_hx, f_grads = fastrnn.functional.rnn_backward(context, grad_out)
-    for a, e in ((f_out, out), (f_hn, h_n), (f_grad_x, grad_x), (f_grad_hx, grad_hx)):
-        assert_close(a, e, "float64")
+    for what, a, e in (("output", f_out, out), ("h_n", f_hn, h_n), ("grad_x", f_grad_x, grad_x),
+                       ("grad_hx", f_grad_hx, grad_hx)):
+        assert_close(a, e, "float64", what=what)
     for name, grad in layer.grads.items():
-        assert_close(f_grads[name], grad, "float64")
+        assert_close(f_grads[name], grad, "float64", what=name)

@@ -5,7 +5,10 @@ What only hardware can show: the core issue's full grid of layer options against
 reference, with and without ragged ``lengths``; shapes that run the grid-barrier kernel on many
 blocks at once (cooperative launch at full size, W_hh slices on and off chip), equal and ragged;
 parity with torch's cuDNN RNN in exact fp32, padded and packed; and device arrays from CuPy and
-torch going in and out without copies (ragged batches too).
+torch going in and out without copies (ragged batches too). For LSTM and GRU, at the backend
+contract's level (the layers come separately): both strategies at full grid size against the
+reference, and each direction of a bidirectional torch.nn.LSTM / GRU on cuDNN, torch tensors
+in and out.
 """
 import itertools
 import os
@@ -17,6 +20,8 @@ import pytest
 import fastrnn
 from fastrnn.backends import backend_status
 from cuda_helpers import device_pointer, forbid_host_copies
+from cuda_launches import record_plans
+from gated_problems import call_entry, gated_problem, run_gated
 from helpers import assert_close, random_array
 
 
@@ -139,9 +144,7 @@ def test_small_launches_do_not_warn():
     (6, 64, 32, 2560, "float32", "grid", None),
 ])
 def test_strategies_at_full_grid_size(monkeypatch, T, B, I, H, dtype, strategy, on_chip, ragged):
-    plans = []
-    run = backend._run_recurrence
-    monkeypatch.setattr(backend, "_run_recurrence", lambda *args: plans.append(run(*args)))
+    plans = record_plans(monkeypatch)
     rng = np.random.default_rng(3)
     x = random_array(rng, (T, B, I), dtype)
     hx = random_array(rng, (1, B, H), dtype)
@@ -233,3 +236,115 @@ def test_cupy_arrays_in_and_out_without_copies(monkeypatch):
     monkeypatch.undo()
     expected, _ = fastrnn.RNN(6, 8, seed=0, backend="numpy")(cupy.asnumpy(x))
     assert_close(cupy.asarray(out).get(), expected, "float32", RTOL["float32"])
+
+
+# ----------------------------------------------------------------------------- LSTM and GRU
+GATED_FULL_SIZE = [       # (cell, T, B, I, H, P, dtype, strategy, on_chip)
+    ("lstm", 20, 4, 16, 32, None, "float32", "rows", None),
+    ("lstm", 10, 300, 8, 16, None, "float32", "rows", None),     # 38 blocks of 8 batch rows
+    ("lstm", 10, 5, 8, 24, 12, "float64", "rows", None),         # projection inside a block
+    ("lstm", 12, 8, 32, 256, None, "float32", "grid", True),
+    ("lstm", 12, 8, 32, 512, 128, "float32", "grid", None),      # 2 grid barriers a step
+    ("lstm", 8, 1, 16, 1024, None, "float32", "grid", True),     # inference, W_hh on chip
+    ("lstm", 8, 16, 16, 256, 64, "float64", "grid", False),
+    ("gru", 20, 4, 16, 48, None, "float32", "rows", None),
+    ("gru", 12, 8, 32, 1024, None, "float32", "grid", None),
+    ("gru", 8, 1, 16, 1024, None, "float32", "grid", True),      # 342 blocks, W_hh on chip
+    ("gru", 8, 16, 16, 512, None, "float64", "grid", False),
+]
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("cell,T,B,I,H,P,dtype,strategy,on_chip", GATED_FULL_SIZE)
+def test_gated_strategies_at_full_grid_size(monkeypatch, cell, T, B, I, H, P, dtype, strategy,
+                                            on_chip, ragged):
+    """Both time loops of a layer-direction, at grid sizes the simulator cannot run (many
+    blocks meeting at grid barriers, W_hh slices on and off chip, LSTM's projection sliced
+    over the grid), against the NumPy reference; reverse when ragged (late starters)."""
+    from fastrnn.backends import reference
+    plans = record_plans(monkeypatch)
+    rng = np.random.default_rng(4)
+    lengths = np.sort(ragged_lengths(rng, B, T))[::-1] if ragged else np.full(B, T)
+    problem = gated_problem(rng, cell, lengths, I, H, dtype, True, P)
+    with backend.forced_recurrence(strategy, on_chip):
+        actual = run_gated(backend, cell, problem, reverse=ragged, accumulate_x=True)
+    expected = run_gated(reference, cell, problem, reverse=ragged, accumulate_x=True)
+    for name in expected:
+        assert_close(actual[name], expected[name], dtype, RTOL[dtype])
+    assert len(plans) == 2 and all(plan.strategy == strategy for plan in plans)
+    if on_chip is not None:
+        assert all(plan.weights_on_chip == on_chip for plan in plans)
+    if strategy == "grid":
+        assert all(plan.unit_blocks > 1 for plan in plans)    # a real multi-block grid barrier
+
+
+def gated_parity(torch, device, backend_module, as_backend, cell, proj_size, bias, lengths):
+    """One bidirectional layer of torch.nn.LSTM / GRU on ``device`` against the backend's
+    contract, one direction at a time, on the same packed batch: outputs (both halves of one
+    [N, 2P] buffer), final states, and the gradients of the input, the initial states and
+    every parameter. ``as_backend`` gives the backend a tensor (no copy on CUDA: torch tensors
+    go in through __cuda_array_interface__, and the buffers written are torch tensors)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    torch.manual_seed(0)
+    T, B, I, H = max(lengths), len(lengths), 12, 48
+    P = proj_size or H
+    module = (torch.nn.LSTM(I, H, bias=bias, bidirectional=True, proj_size=proj_size)
+              if cell == "lstm" else torch.nn.GRU(I, H, bias=bias, bidirectional=True)).to(device)
+    x = torch.randn(T, B, I, device=device, requires_grad=True)
+    states = [torch.randn(2, B, P, device=device, requires_grad=True)]
+    states += [torch.randn(2, B, H, device=device, requires_grad=True)] if cell == "lstm" else []
+    packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False)
+    out, final = module(packed, tuple(states) if cell == "lstm" else states[0])
+    final = list(final) if cell == "lstm" else [final]
+    grad_out = torch.randn_like(out.data)
+    grad_final = [torch.randn_like(f) for f in final]
+    torch.autograd.backward([out.data] + final, [grad_out] + grad_final)
+
+    order = packed.sorted_indices                # the packed batch's rows: sorted sequences
+    N, batch_sizes = out.data.shape[0], packed.batch_sizes.numpy().astype(np.int64)
+    out_both = torch.full((N, 2 * P), 7.0, device=device)
+    grad_x = torch.zeros(N, I, device=device)
+    pairs = [(out_both, out.data)]                # (ours, torch's)
+    for direction in (0, 1):
+        suffix = "_l0" + ("_reverse" if direction else "")
+        half = slice(direction * P, (direction + 1) * P)
+        parameters = {name: getattr(module, kind + suffix, None) for name, kind in (
+            ("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"),
+            ("b_hh", "bias_hh"), ("w_hr", "weight_hr"))}
+        values = {name: None if p is None else as_backend(p) for name, p in parameters.items()}
+        grads = {name: torch.zeros_like(p) for name, p in parameters.items() if p is not None}
+        values.update({"grad_" + name: None for name in parameters})
+        values.update({"grad_" + name: as_backend(g) for name, g in grads.items()})
+        names = ("h", "c") if cell == "lstm" else ("h",)
+        buffers = {}
+        for name, state, grad_state, state_final in zip(names, states, grad_final, final):
+            shape = (B, state.shape[2])
+            buffers.update({f"{name}_n": torch.empty(shape, device=device),
+                            f"grad_{name}0": torch.empty(shape, device=device)})
+            values.update({f"{name}0": as_backend(state[direction][order].contiguous()),
+                           f"grad_{name}n": as_backend(grad_state[direction][order].contiguous())})
+            pairs += [(buffers[f"{name}_n"], state_final[direction][order]),
+                         (buffers[f"grad_{name}0"], state.grad[direction][order])]
+        buffers["workspace"] = torch.empty(N, (5 if cell == "lstm" else 4) * H, device=device)
+        values.update({name: as_backend(b) for name, b in buffers.items()})
+        values.update(x=as_backend(packed.data), batch_sizes=batch_sizes, reverse=bool(direction),
+                      out=as_backend(out_both[:, half]), grad_out=as_backend(grad_out[:, half]),
+                      grad_x=as_backend(grad_x), accumulate_x=direction > 0)
+        call_entry(getattr(backend_module, f"{cell}_forward"), values)
+        call_entry(getattr(backend_module, f"{cell}_backward"), values)
+        pairs += [(g, parameters[name].grad) for name, g in grads.items()]
+    pairs.append((grad_x, pack_padded_sequence(x.grad, torch.tensor(lengths),
+                                                  enforce_sorted=False).data))
+    for ours, theirs in pairs:
+        assert_close(ours.detach().cpu().numpy(), theirs.detach().cpu().numpy(), "float32",
+                     RTOL["float32"])
+
+
+@pytest.mark.parametrize("lengths", [[9] * 6, [4, 9, 1, 7, 9, 2]])
+@pytest.mark.parametrize("cell,proj_size,bias", [("lstm", 0, True), ("lstm", 0, False),
+                                                 ("lstm", 16, True), ("gru", 0, True),
+                                                 ("gru", 0, False)])
+def test_gated_parity_with_torch_cudnn(torch_cuda, cell, proj_size, bias, lengths):
+    """LSTM / GRU against cuDNN in exact fp32, torch CUDA tensors in and out without copies."""
+    gated_parity(torch_cuda, "cuda", backend, lambda t: t.detach(), cell, proj_size, bias,
+                 lengths)

@@ -7,20 +7,18 @@ threads, one block at a time, and its grid barrier only syncs one block: so the 
 kernel runs here with ONE block, except at T=1 where no step of the forward reads another
 block's output. Launch sizes are kept small: the simulator costs ~1 ms per thread-step.
 The subprocess tests run real numba (no simulator): every kernel must compile to PTX for
-sm_90, and the backend must explain why it cannot run where numba-cuda or a GPU is missing.
+sm_90 (tests/cuda_sm90.py), and the backend must explain why it cannot run where numba-cuda
+or a GPU is missing.
 """
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import numpy as np
 import pytest
 
 import fastrnn
 from fastrnn.backends import backend_status, reference
+import cuda_sm90
 from cuda_helpers import device_pointer, forbid_host_copies
+from cuda_launches import h100_limits, record_plans, spy_launches
+from cuda_sm90 import run_python
 from helpers import assert_close, random_array
 
 CUDA_REASON = backend_status()["cuda"]
@@ -32,7 +30,6 @@ if CUDA_REASON is None:
     from fastrnn.backends import cuda_kernels
 
 RTOL = {"float32": 1e-5, "float64": 1e-12}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAGGED = (4, 3, 3, 1)            # sorted lengths: batch_sizes [4, 3, 3, 1], a tie, a length of 1
 
 
@@ -91,13 +88,6 @@ def check_layer_direction(rng, lengths, I, H, dtype, reverse, relu, bias=True):
         assert_close(actual[name], expected[name], dtype, RTOL[dtype])
 
 
-def record_plans(monkeypatch):
-    """The list the plans of all later time-loop launches are appended to."""
-    plans, run = [], backend._run_recurrence
-    monkeypatch.setattr(backend, "_run_recurrence", lambda *args: plans.append(run(*args)))
-    return plans
-
-
 # (lengths, I, H): B*H = 32 gives one thread per output, B*H = 10 or 15 two threads per output
 @pytest.mark.parametrize("strategy,on_chip,relu,dtype,reverse,bias,shape", [
     ("rows", None, False, "float32", False, True, (RAGGED, 2, 8)),
@@ -121,7 +111,7 @@ def test_layer_direction_matches_reference(monkeypatch, strategy, on_chip, relu,
 def test_rows_kernel_with_one_block_per_batch_row(monkeypatch, reverse):
     """Blocks whose rows have ended idle through the later steps, in both walks."""
     monkeypatch.setattr(backend, "ROW_OUTPUTS_PER_BLOCK", 1)     # 3 batch rows: 3 blocks
-    assert backend.plan_recurrence(3, 4, 4, None).grid == (3, 1)
+    assert elman_plan(3, 4, 4, None).grid == (3, 1)
     check_layer_direction(np.random.default_rng(1), (3, 2, 1), 2, 4, "float32", reverse, False)
 
 
@@ -155,7 +145,7 @@ def test_grid_kernel_with_several_blocks_at_one_step(monkeypatch, on_chip):
     arrays = backend.ARRAYS
     out, h_n = arrays.empty((2, 5), "float64"), arrays.empty((2, 5), "float64")
     with backend.forced_recurrence("grid", on_chip):
-        assert backend.plan_recurrence(2, 5, 8, lambda: limits).grid == (1, 3)
+        assert elman_plan(2, 5, 8, lambda: limits).grid == (1, 3)
         backend.rnn_forward(*(arrays.asarray(a) for a in args[:6]), *args[6:], out, h_n)
     assert_close(arrays.to_host(out), expected_out, "float64", RTOL["float64"])
     assert_close(arrays.to_host(h_n), expected_hn, "float64", RTOL["float64"])
@@ -222,14 +212,12 @@ class TestGemm:
         assert backend.choose_tile(6400, 512) == cuda_kernels.LARGE_TILE
 
 
+def elman_plan(batch, hidden, itemsize, device_limits):
+    return backend.plan_recurrence(batch, backend.elman_loop(hidden), itemsize, device_limits)
+
+
 class TestPlan:
     """The strategy rule, with an H100's numbers (132 SMs, 228 KiB of shared memory per SM)."""
-
-    @staticmethod
-    def h100():
-        def cooperative_blocks(threads, shared_bytes):
-            return 132 * min(2048 // threads, 32, 233472 // max(shared_bytes + 1024, 1))
-        return lambda: backend.DeviceLimits(132, cooperative_blocks)
 
     @staticmethod
     def no_device_limits():
@@ -238,14 +226,14 @@ class TestPlan:
     @pytest.mark.parametrize("batch,hidden,itemsize", [(1, 32, 4), (64, 64, 4), (1, 109, 4),
                                                        (16, 76, 8)])
     def test_rows_while_w_hh_fits_one_block(self, batch, hidden, itemsize):
-        plan = backend.plan_recurrence(batch, hidden, itemsize, self.no_device_limits)
+        plan = elman_plan(batch, hidden, itemsize, self.no_device_limits)
         assert plan.strategy == "rows" and plan.units_per_block == hidden
         assert plan.shared_bytes <= backend.SHARED_BYTES_PER_BLOCK
         assert plan.unit_blocks == 1 and plan.row_blocks * plan.rows_per_block >= batch
 
     @pytest.mark.parametrize("batch,hidden,itemsize", [(1, 110, 4), (16, 78, 8)])
     def test_grid_once_it_does_not(self, batch, hidden, itemsize):
-        assert backend.plan_recurrence(batch, hidden, itemsize, self.h100()).strategy == "grid"
+        assert elman_plan(batch, hidden, itemsize, h100_limits()).strategy == "grid"
 
     @pytest.mark.parametrize("batch,hidden,itemsize,on_chip", [
         (1, 2048, 4, True),        # inference: W_hh stays on chip over ~400 blocks
@@ -254,8 +242,8 @@ class TestPlan:
         (1, 2048, 8, False),       # float64 W_hh (32 MiB) fits no cooperative grid
     ])
     def test_grid_layout(self, batch, hidden, itemsize, on_chip):
-        plan = backend.plan_recurrence(batch, hidden, itemsize, self.h100())
-        cooperative_blocks = self.h100()().cooperative_blocks
+        plan = elman_plan(batch, hidden, itemsize, h100_limits())
+        cooperative_blocks = h100_limits()().cooperative_blocks
         assert plan.strategy == "grid" and plan.weights_on_chip == on_chip
         units, blocks = plan.units_per_block, plan.unit_blocks
         assert blocks * units >= hidden > (blocks - 1) * units       # every unit, no empty block
@@ -267,18 +255,18 @@ class TestPlan:
 
     def test_forcing(self):
         with backend.forced_recurrence("grid"):
-            assert backend.plan_recurrence(2, 8, 4, self.h100()).strategy == "grid"
+            assert elman_plan(2, 8, 4, h100_limits()).strategy == "grid"
         with backend.forced_recurrence("grid", weights_on_chip=False):
-            assert not backend.plan_recurrence(1, 2048, 4, self.h100()).weights_on_chip
+            assert not elman_plan(1, 2048, 4, h100_limits()).weights_on_chip
         with backend.forced_recurrence("rows"), pytest.raises(ValueError, match="'rows' strategy"):
-            backend.plan_recurrence(2, 512, 4, self.h100())
+            elman_plan(2, 512, 4, h100_limits())
         with backend.forced_recurrence("grid", weights_on_chip=True), \
                 pytest.raises(ValueError, match="cannot keep W_hh"):
-            backend.plan_recurrence(1, 2048, 8, self.h100())
+            elman_plan(1, 2048, 8, h100_limits())
         with pytest.raises(ValueError, match="strategy must be"):
             with backend.forced_recurrence("persistent"):
                 pass
-        assert backend.plan_recurrence(2, 8, 4, self.h100()).strategy == "rows"   # restored
+        assert elman_plan(2, 8, 4, h100_limits()).strategy == "rows"   # restored
 
 
 class TestArrays:
@@ -336,14 +324,6 @@ class TestArrays:
         with pytest.raises(error, match=message):
             call(arrays, a)
         assert launches == []
-
-
-def spy_launches(monkeypatch):
-    """The list every later kernel launch's kernel is appended to."""
-    launches, launch = [], backend._launch
-    monkeypatch.setattr(backend, "_launch", lambda kernel, *args, **kwargs: (
-        launches.append(kernel), launch(kernel, *args, **kwargs))[1])
-    return launches
 
 
 # ----------------------------------------------------------------------------- the boundary
@@ -433,11 +413,14 @@ def test_bad_arguments_are_refused_before_any_launch(monkeypatch, entry, name, c
     assert launches == []
 
 
-def test_a_big_endian_host_array_is_refused_with_a_clear_error():
-    layer = fastrnn.RNN(3, 4, backend="cuda")
-    x = np.zeros((2, 1, 3), ">f4")
-    with pytest.raises(ValueError, match="native byte order, got a big-endian float32 array"):
-        layer(x)
+def test_a_big_endian_host_array_is_converted_above_the_backend():
+    """fastrnn.functional converts another byte order on the host (issue 9 item 11) before
+    the upload, so the layer gives what a native array gives."""
+    layer = fastrnn.RNN(3, 4, backend="cuda", seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 1, 3)).astype(np.float32)
+    expected, _ = layer(x)
+    out, _ = layer(x.astype(">f4"))
+    np.testing.assert_array_equal(out, expected)
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -479,8 +462,6 @@ def test_layer_with_lengths_matches_reference(monkeypatch, strategy, kwargs, len
     assert plans and all(plan.strategy == strategy for plan in plans)
 
 
-@pytest.mark.xfail(strict=True, reason="functional.rnn_forward decides on_host after "
-                   "arrays.asarray(x) has moved x to the device (functional.py, not this backend)")
 def test_numpy_in_numpy_out():
     layer = fastrnn.RNN(3, 4, backend="cuda")
     out, h_n = layer(np.zeros((2, 1, 3), np.float32))
@@ -499,8 +480,9 @@ def test_device_arrays_in_and_out_without_host_copies(monkeypatch, lengths):
 
     forbid_host_copies(monkeypatch, type(x_dev))
     out, h_n = dev(x_dev, hx_dev, lengths=lengths)
-    if lengths is None:
-        assert device_pointer(dev._context.x) == device_pointer(x_dev)
+    if lengths is None:      # the context's own device copy (issue 9 item 5), not a host one
+        assert backend.ARRAYS.is_device_array(dev._context.x)
+        assert device_pointer(dev._context.x) != device_pointer(x_dev)
     grad_x, grad_hx = dev.backward(grad_out_dev)
     monkeypatch.undo()
 
@@ -568,25 +550,6 @@ def test_device_input_errors_match_host_input(x_shape, x_dtype, hx_shape, messag
 
 
 # ----------------------------------------------------------------------------- real numba
-def start_python(code):
-    """Start ``code`` in a fresh interpreter with the simulator switched off."""
-    environment = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
-                            env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-def finish_python(process):
-    """Wait for a start_python process and parse the last line it printed (JSON)."""
-    stdout, stderr = process.communicate(timeout=600)
-    assert process.returncode == 0, stderr[-3000:]
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def run_python(code):
-    return finish_python(start_python(code))
-
-
 def test_without_numba_the_package_and_cpu_backend_work():
     report = run_python("""
         import json, sys
@@ -620,128 +583,8 @@ def test_without_a_gpu_the_reason_comes_from_the_driver():
     assert "driver" in report["status"].lower()
 
 
-SM90_REPORT = """
-    import json, types as pytypes
-    from numba import types
-    try:                                    # numba-cuda internals (0.30): may move
-        import numba.cuda.compiler as compiler
-        import numba.cuda.dispatcher as dispatcher
-        compiler.compile_cuda, compiler._compile_pyfunc_with_fixup, dispatcher.get_current_device
-    except (ImportError, AttributeError) as exc:
-        print(json.dumps({"skip": f"numba-cuda's internal compile API changed: {exc}"}))
-        raise SystemExit
-    # device functions ask the current device for its compute capability: pretend sm_90
-    dispatcher.get_current_device = lambda: pytypes.SimpleNamespace(compute_capability=(9, 0))
-    compiled = []                           # the typing results, to read their variables' types
-    compile_cuda = compiler.compile_cuda
-    compiler.compile_cuda = lambda *a, **k: compiled.append(compile_cuda(*a, **k)) or compiled[-1]
-    from fastrnn.backends import cuda_kernels as K
-
-    def narrow_integers(cres, seen):
-        # names of the integer variables narrower than 64 bits, device functions included
-        names = set()
-        for var, typ in cres.fndesc.typemap.items():
-            if isinstance(typ, types.Integer) and typ.bitwidth < 64 and not var.startswith("$"):
-                names.add(var.split(".")[-1])
-            if isinstance(typ, types.Dispatcher) and id(typ) not in seen:
-                seen.add(id(typ))
-                for sub in typ.dispatcher.overloads.values():
-                    names |= narrow_integers(sub, seen)
-        return names
-
-    def ptx_of(library):
-        # NVVM's PTX, or why NVVM (the CUDA toolkit, or NVRTC that numba uses to find it) is missing
-        try:
-            return library.get_asm_str(cc=(9, 0)), None
-        except Exception as exc:            # numba/cuda-pathfinder raise their own types
-            if "not found" in str(exc).lower() or "failure finding" in str(exc).lower():
-                return None, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            raise
-
-    report, narrow, ptx_missing = {}, set(), None
-    flag, count = types.boolean, types.int64
-    I1, S2 = types.Array(count, 1, "C"), types.Array(count, 2, "C")
-    for name, tile in (("float32", K.LARGE_TILE), ("float64", K.SMALL_TILE)):
-        dt = getattr(types, name)
-        C1, C2, A2 = types.Array(dt, 1, "C"), types.Array(dt, 2, "C"), types.Array(dt, 2, "A")
-        C3, A3 = types.Array(dt, 3, "C"), types.Array(dt, 3, "A")
-        kernels = {"gemm": (K.gemm_kernel(name, tile), (A2, flag, A2, flag, C1, flag, A2, flag)),
-                   "column sums": (K.column_sums_kernel(name), (C2, C1, C1)),
-                   "swap": (K.swap_first_axes, (A3, C3)),
-                   "gather": (K.gather_rows, (A2, I1, C2)),
-                   "scatter": (K.scatter_rows, (A2, I1, C2)),
-                   "previous states": (K.previous_states, (A2, C2, S2, flag, C2)),
-                   "elementwise": (K.elementwise, (C1, C1, C1, flag)),
-                   "fill": (K.fill, (C1, dt))}
-        for grid_wide in (False, True):
-            forward, backward = K.recurrent_kernels(name, grid_wide)
-            kernels[f"forward {grid_wide}"] = (
-                forward, (C2, C1, A2, C2, S2, flag, flag, count, count, count, flag))
-            kernels[f"backward {grid_wide}"] = (
-                backward, (A2, A2, C2, C1, C2, C2, S2, flag, flag, count, count, count, flag))
-        for what, (kernel, signature) in kernels.items():
-            library, _ = compiler._compile_pyfunc_with_fixup(
-                kernel.py_func, signature, device=False, cc=(9, 0), abi="numba")
-            narrow |= narrow_integers(compiled[-1], set())
-            ptx, ptx_missing = ptx_of(library)
-            report[f"{name} {what}"] = {
-                "cooperative": library.use_cooperative,
-                "ptx": None if ptx is None else {"sm_90": ".target sm_90" in ptx,
-                                                 "f64": ".f64" in ptx,
-                                                 "grid sync": "cudaCGSynchronize" in ptx}}
-    report["narrow integers"], report["ptx missing"] = sorted(narrow), ptx_missing
-    print(json.dumps(report))
-"""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def sm90_compile():
-    """Every kernel, both dtypes, compiled by real numba (typing, LLVM, NVVM) to PTX for sm_90,
-    with the integer types numba inferred for their variables. It needs NVVM (the CUDA toolkit,
-    or numba-cuda's cu12/cu13 extra), not a GPU. It takes a while, so it starts with this
-    module's first test, in a subprocess that runs beside the simulator (one core each); the
-    tests that read it come last."""
-    process = start_python(SM90_REPORT)
-    yield process
-    if process.poll() is None:          # its tests were deselected
-        process.kill()
-        process.communicate()
-
-
-@pytest.fixture(scope="module")
-def sm90_report(sm90_compile):
-    return finish_python(sm90_compile)
-
-
-def kernel_reports(report):
-    """{(dtype, kernel): its entry} for the 12 kernels in both dtypes."""
-    if "skip" in report:
-        pytest.skip(report["skip"])
-    kernels = {tuple(key.split(" ", 1)): value for key, value in report.items()
-               if key.startswith("float")}
-    assert len(kernels) == 24
-    return kernels
-
-
-def test_every_kernel_types_and_lowers_for_sm90(sm90_report):
-    for (dtype, kernel), result in kernel_reports(sm90_report).items():
-        assert result["cooperative"] == kernel.endswith("True"), kernel    # grid kernels only
-
-
-def test_every_kernel_compiles_to_ptx_for_sm90(sm90_report):
-    kernels = kernel_reports(sm90_report)
-    if sm90_report["ptx missing"]:
-        pytest.skip(f"no NVVM here ({sm90_report['ptx missing']}): install the CUDA toolkit's "
-                    "NVVM and NVRTC (pip: nvidia-cuda-nvrtc) to compile PTX without a GPU")
-    for (dtype, kernel), result in kernels.items():
-        assert result["ptx"]["sm_90"], kernel
-        assert result["ptx"]["grid sync"] == kernel.endswith("True"), kernel
-        # float32 kernels do float32 arithmetic only (no float64 from a constant's type)
-        assert result["ptx"]["f64"] == (dtype == "float64"), (dtype, kernel)
-
-
-def test_kernel_index_arithmetic_is_64_bit(sm90_report):
-    """Only the hardware's own thread and block indices (< 2**31) are 32-bit; every index
-    computed from them meets int64 operands, so N*H past 2**31 addresses correctly."""
-    kernel_reports(sm90_report)
-    assert set(sm90_report["narrow integers"]) <= {"tid", "tx", "ty", "index"}
+# 12 kernels per dtype: gemm, column sums, swap, gather, scatter, previous states, elementwise,
+# fill, and the forward and backward time loops of both strategies
+(sm90_compile, sm90_report, test_every_kernel_types_and_lowers_for_sm90,
+ test_every_kernel_compiles_to_ptx_for_sm90, test_kernel_index_arithmetic_is_64_bit) = \
+    cuda_sm90.module_checks("elman", expected=12)

@@ -17,6 +17,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT_S = 180
 # what each example imports beyond fastrnn (the "examples" extra): skipped where missing
 NEEDS = {"sentiment_phrases": ["tqdm", "matplotlib"],
+         "sentiment_reviews": ["tqdm", "matplotlib"],
          "digits_rows": ["tqdm", "matplotlib", "sklearn"],
          "sunspots_forecast": ["tqdm", "matplotlib", "statsmodels"]}
 
@@ -53,6 +54,15 @@ def test_sentiment_phrases_quick_reaches_high_test_accuracy(quick_runs):
     assert number_after("test accuracy:", lines[-1]) >= 0.9         # measured: 1.000
     # the seed's own check phrase, after training: "i am not earlier" is negative
     assert "'i am not earlier': negative" in lines
+
+
+def test_sentiment_reviews_quick_learns_from_ragged_reviews(quick_runs):
+    """lengths= on batches mixing 8- and 150-word reviews; padded, the same model stays near
+    chance (0.53 measured with --no-lengths), so this bar needs h_n at each review's end."""
+    lines, _ = quick_runs("sentiment_reviews")
+    assert "words per review 8-150" in lines[0] and lines[0].endswith("lengths=")
+    assert lines[-1].startswith("test accuracy:")
+    assert number_after("test accuracy:", lines[-1]) >= 0.75        # measured: 0.848
 
 
 def test_digits_rows_quick_accuracy_and_both_backends_timed(quick_runs):
@@ -94,7 +104,8 @@ def test_sunspots_quick_beats_the_naive_forecast(quick_runs):
     assert model_mae < naive_mae                                   # measured: 14.9 vs 25.3
 
 
-@pytest.mark.parametrize("name", ["sentiment_phrases", "digits_rows", "sunspots_forecast"])
+@pytest.mark.parametrize("name", ["sentiment_phrases", "sentiment_reviews", "digits_rows",
+                                  "sunspots_forecast"])
 def test_plot_writes_a_png(quick_runs, name):
     _, plot = quick_runs(name)
     content = plot.read_bytes()

@@ -47,7 +47,7 @@ def test_output_shapes(batch_first, bidirectional):
     out, h_n = layer(x)
     assert out.shape == ((B, T, D * 5) if batch_first else (T, B, D * 5))
     assert h_n.shape == (2 * D, B, 5)            # batch_first does not apply to h_n
-    out, h_n = layer(np.zeros((T, 3), np.float32) if not batch_first else np.zeros((T, 3), np.float32))
+    out, h_n = layer(np.zeros((T, 3), np.float32))   # unbatched: [T, I] whatever batch_first
     assert out.shape == (T, D * 5) and h_n.shape == (2 * D, 5)
 
 
@@ -163,6 +163,36 @@ class TestDropout:
         x_minus[index] -= eps
         numeric = (np.sum(replay(x_plus) * grad) - np.sum(replay(x_minus) * grad)) / (2 * eps)
         assert reference.backward(grad)[0][index] == pytest.approx(numeric, rel=1e-5)
+
+    @pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+    def test_mask_values_are_keep_over_one_minus_p(self, p):
+        """Inverted dropout (torch's rule): each mask entry is 0 or 1/(1-p), zero with
+        probability p, so that the expected value of what the next layer sees is unchanged."""
+        masks = fastrnn.functional.dropout_masks(np.random.default_rng(0), (200, 1000), p, "float64")
+        assert set(np.unique(masks)) == {0.0, 1 / (1 - p)}
+        assert abs(np.mean(masks == 0) - p) < 0.01            # 200000 draws: > 10 sigma
+        assert abs(masks.mean() - 1) < 6 * np.sqrt(p / (1 - p) / masks.size)
+
+    def test_layer_feeds_the_scaled_masks_to_the_next_layer(self):
+        """Layer 2's input is layer 1's output times keep/(1-p): replayed from the masks'
+        zero pattern alone, the output must match (removing the scaling would not)."""
+        p, rng = 0.4, np.random.default_rng(2)
+        layer = fastrnn.RNN(4, 8, num_layers=2, dropout=p, backend="numpy", dtype="float64", seed=5)
+        x = rng.standard_normal((6, 3, 4))
+        out, _ = layer(x)
+        keep = (layer._context.masks[0] != 0).reshape(6, 3, 8)
+        params = layer.state_dict()
+        first = {k: v for k, v in params.items() if k.endswith("_l0")}
+        second = {k.replace("_l1", "_l0"): v for k, v in params.items() if k.endswith("_l1")}
+        hidden = fastrnn.functional.rnn_forward(x, first, backend="numpy")[0]
+        expected = fastrnn.functional.rnn_forward(hidden * keep / (1 - p), second, backend="numpy")[0]
+        assert_close(out, expected, "float64")
+
+    def test_mask_scale_matches_torch_dropout(self):
+        torch = pytest.importorskip("torch")
+        dropped = torch.nn.functional.dropout(torch.ones(10000, dtype=torch.float64), p=0.3)
+        ours = fastrnn.functional.dropout_masks(np.random.default_rng(0), (10000,), 0.3, "float64")
+        assert set(np.unique(ours)) == set(np.unique(dropped.numpy()))
 
     def test_dropout_one_zeroes_between_layers(self):
         layer = fastrnn.RNN(4, 8, num_layers=2, dropout=1.0, seed=0, bias=False)

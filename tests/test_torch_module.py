@@ -2,12 +2,12 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 import fastrnn.functional  # noqa: E402
 from fastrnn.torch import RNN  # noqa: E402
@@ -80,8 +80,12 @@ def test_same_seed_gives_nn_rnn_parameters(kwargs):
 def test_device_and_dtype_arguments():
     ours = RNN(3, 4, device="cpu", dtype=torch.float64)
     assert all(p.dtype == torch.float64 and p.device.type == "cpu" for p in ours.parameters())
-    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64', got 'float16'"):
-        RNN(3, 4, dtype=torch.float16)
+
+
+def test_dtype_the_kernels_cannot_compute_in_is_a_clear_error():
+    module = RNN(3, 4, dtype=torch.complex64)
+    with pytest.raises(TypeError, match="computes in float32 or float64 .*got torch.complex64"):
+        module(torch.zeros(2, 1, 3, dtype=torch.complex64))
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_layers=2, bias=False, batch_first=True),
@@ -158,21 +162,33 @@ def test_outputs_and_gradients_match_nn_rnn(case, direction, dtype):
     assert_results_match(forward_backward(ours, x, hx), forward_backward(theirs, x, hx), dtype)
 
 
-def test_numpy_backend_matches_nn_rnn(monkeypatch):
-    backends_used = []
-    real_forward = fastrnn.functional.rnn_forward
+def spy_on_functional(monkeypatch):
+    """The calls fastrnn.functional's forward entry points receive from now on, as a list of
+    (entry, backend name, whether it keeps what backward needs)."""
+    calls = []
+    real_packed, real_prepared = fastrnn.functional.forward_packed, fastrnn.functional.forward_prepared
 
-    def spy(*args, **kwargs):
-        backends_used.append(kwargs["backend"])
-        return real_forward(*args, **kwargs)
-    monkeypatch.setattr(fastrnn.functional, "rnn_forward", spy)
+    def packed(backend, *args, need_saved=True, **kwargs):
+        calls.append(("forward_packed", backend.__name__.rsplit(".", 1)[-1], need_saved))
+        return real_packed(backend, *args, need_saved=need_saved, **kwargs)
+
+    def prepared(weights, *args, need_backward=True, **kwargs):
+        calls.append(("forward_prepared", weights.backend_name, need_backward))
+        return real_prepared(weights, *args, need_backward=need_backward, **kwargs)
+    monkeypatch.setattr(fastrnn.functional, "forward_packed", packed)
+    monkeypatch.setattr(fastrnn.functional, "forward_prepared", prepared)
+    return calls
+
+
+def test_numpy_backend_matches_nn_rnn(monkeypatch):
+    calls = spy_on_functional(monkeypatch)
     torch.manual_seed(1)
     ours, theirs = make_pair("torch_to_fastrnn", dtype=torch.float64, backend="numpy",
                              num_layers=2, bidirectional=True)
     x, hx = torch.randn(4, 2, 3, dtype=torch.float64), torch.randn(4, 2, 5, dtype=torch.float64)
     assert_results_match(forward_backward(ours, x, hx), forward_backward(theirs, x, hx),
                          torch.float64)
-    assert backends_used == ["numpy"]
+    assert [backend for _, backend, _ in calls] == ["reference"]    # the 'numpy' backend
 
 
 def test_double_after_construction_and_empty_batch_match_nn_rnn():
@@ -210,20 +226,14 @@ def test_cuda_tensors_match_nn_rnn_on_cuda():
 
 # ----------------------------------------------------------------------------- autograd
 def test_no_grad_keeps_nothing_for_backward(monkeypatch):
-    need_backward = []
-    real_forward = fastrnn.functional.rnn_forward
-
-    def spy(*args, **kwargs):
-        need_backward.append(kwargs["need_backward"])
-        return real_forward(*args, **kwargs)
-    monkeypatch.setattr(fastrnn.functional, "rnn_forward", spy)
-    module, x = RNN(3, 4), torch.randn(5, 2, 3)
+    calls = spy_on_functional(monkeypatch)
+    module, x = RNN(3, 4, num_layers=2), torch.randn(5, 2, 3)
     out_train, _ = module(x)
     with torch.no_grad():
         out, h_n = module(x)
     module.requires_grad_(False)
     out_frozen, _ = module(x)
-    assert need_backward == [True, False, False]
+    assert [keeps for _, _, keeps in calls] == [True, False, False]
     assert out_train.grad_fn is not None
     assert out.grad_fn is None and h_n.grad_fn is None and out_frozen.grad_fn is None
     torch.testing.assert_close(out, out_train.detach(), rtol=0, atol=0)
@@ -241,13 +251,30 @@ def test_gradients_go_only_where_asked():
     assert module.weight_hh_l0.grad is not None and module.bias_ih_l0.grad is not None
 
 
-def test_in_place_change_between_forward_and_backward_is_caught():
-    module = RNN(3, 4)
-    out, _ = module(torch.randn(5, 2, 3))
+def test_in_place_change_of_the_input_between_forward_and_backward_is_caught():
+    module, x = RNN(3, 4), torch.randn(5, 2, 3, requires_grad=True)
+    out, _ = module(x)
     with torch.no_grad():
-        module.weight_hh_l0.add_(1.0)
+        x.add_(1.0)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+def test_weights_changed_after_forward_give_the_gradient_of_the_forward_that_ran():
+    """The operator takes the weights as one flat copy (ops.flatten_weights): an in-place
+    update between forward and backward (optimizer.step() too early) cannot change what
+    backward differentiates, so the gradient stays that of the computed forward."""
+    torch.manual_seed(8)
+    module, x = RNN(3, 4), torch.randn(5, 2, 3)
+    reference = nn.RNN(3, 4)
+    reference.load_state_dict(module.state_dict())
+    out, _ = module(x)
+    with torch.no_grad():
+        module.weight_hh_l0.add_(1.0)
+    out.sum().backward()
+    reference(x)[0].sum().backward()
+    for (name, ours), theirs in zip(module.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(ours.grad, theirs.grad, msg=name)
 
 
 def test_outputs_share_memory_with_nothing_the_caller_passed():
@@ -341,18 +368,17 @@ def test_hx_dtype_mismatch_is_a_clear_error():
         RNN(3, 4)(torch.zeros(2, 1, 3), torch.zeros(1, 1, 4, dtype=torch.float64))
 
 
-def test_tensors_on_other_devices_are_refused():
-    module = RNN(3, 4)
-    with pytest.raises(RuntimeError, match="Input and hidden tensors are not at the same device"):
-        module(torch.zeros(2, 1, 3), torch.zeros(1, 1, 4, device="meta"))
-    with pytest.raises(ValueError, match="runs on CPU and CUDA tensors, got input on meta"):
-        module(torch.zeros(2, 1, 3, device="meta"))
+@pytest.mark.parametrize("where", ["input", "hx"])
+def test_tensors_on_another_device_are_refused_like_nn_rnn(where):
+    x = torch.zeros(2, 1, 3, device="meta" if where == "input" else "cpu")
+    hx = torch.zeros(1, 1, 4, device="meta" if where == "hx" else "cpu")
+    ours, theirs = RNN(3, 4), nn.RNN(3, 4)
+    assert message_and_type(lambda: ours(x, hx)) == message_and_type(lambda: theirs(x, hx))
 
 
-def test_packed_sequence_is_refused_with_a_clear_error():
-    packed = pack_padded_sequence(torch.zeros(4, 2, 3), torch.tensor([4, 2]))
-    with pytest.raises(NotImplementedError, match="got a PackedSequence"):
-        RNN(3, 4)(packed)
+def test_numpy_input_is_refused_with_how_to_convert():
+    with pytest.raises(TypeError, match=r"expects a torch.Tensor .*torch.from_numpy\(x\)"):
+        RNN(3, 4)(np.zeros((2, 1, 3), np.float32))
 
 
 # ----------------------------------------------------------------------------- training

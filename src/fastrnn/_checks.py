@@ -1,9 +1,15 @@
 """Argument checks shared by the layer and the functional API.
 
-Every check runs in Python before any kernel does, so a kernel never sees a wrong shape or
-dtype. Messages follow torch.nn.RNN's wording where torch has one, so code and habits carry
-over; shape errors are ``ShapeError``, which is both a ValueError (NumPy's convention) and a
+Every check runs in Python before any kernel does, once per call and never per step, so a
+kernel never sees a wrong shape, dtype, byte order, alignment, stride or a read-only output.
+Messages follow torch.nn.RNN's wording where torch has one, so code and habits carry over;
+shape errors are ``ShapeError``, which is both a ValueError (NumPy's convention) and a
 RuntimeError (what torch raises), so either ``except`` clause catches them.
+
+Inputs the kernels cannot take as they are but that hold the right numbers (another byte
+order, a misaligned buffer, strides) are converted by a copy, as NumPy's own functions do;
+buffers the kernels WRITE into (gradients added in place, ``out=``) cannot be converted and
+are refused with a message that says what is needed.
 """
 import numbers
 import warnings
@@ -27,6 +33,9 @@ def check_dtype_name(dtype):
     if name not in SUPPORTED_DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return name
+
+
+NATIVE_DTYPES = {name: np.dtype(name) for name in SUPPORTED_DTYPES}   # native byte order
 
 
 def check_nonlinearity(nonlinearity):
@@ -62,6 +71,8 @@ def check_constructor(input_size, hidden_size, num_layers, dropout, bias=True, b
 
 def check_array_dtype(what, array, dtype):
     """TypeError that says how to convert when ``array`` is not of the layer's dtype."""
+    if array.dtype == NATIVE_DTYPES[dtype]:
+        return
     got = np.dtype(array.dtype).name
     if got != dtype:
         alternative = (f", or build the layer with dtype={got!r} if {got} is what you want"
@@ -97,3 +108,41 @@ def check_input(x, hx, input_size, num_states, hidden_size, batch_first):
 def check_same_shape(what, array, expected_shape):
     if tuple(array.shape) != tuple(expected_shape):
         raise ShapeError(f"Expected {what} of shape {tuple(expected_shape)}, got {tuple(array.shape)}")
+
+
+def host_array(what, a, dtype):
+    """``a`` as a host NumPy array of ``dtype`` (a name) that the kernels can read: native byte
+    order and aligned (a copy when it was not: same numbers). Any other dtype is a TypeError
+    that says how to convert; a masked array is refused (its mask would be dropped silently)."""
+    if type(a) is not np.ndarray:
+        if isinstance(a, np.ma.MaskedArray):
+            raise TypeError(f"{what} is a masked array; fastrnn would ignore its mask. Pass "
+                            f"{what}.filled(0) and give each sequence's length with lengths=")
+        a = np.asarray(a)
+    native = NATIVE_DTYPES[dtype]
+    if a.dtype != native:
+        if a.dtype.kind == "f" and a.dtype.newbyteorder("=") == native:
+            return a.astype(native)               # another byte order: same numbers, converted
+        check_array_dtype(what, a, dtype)
+    if not a.flags.aligned:
+        return a.copy()
+    return a
+
+
+def check_buffer(what, a, shape, dtype, writeable=False):
+    """A buffer the kernels read or WRITE as it is (no conversion possible): a host NumPy array
+    of ``shape`` and native ``dtype``, C-contiguous, aligned, and writeable when written to."""
+    if type(a) is not np.ndarray:
+        raise TypeError(f"Expected {what} to be a NumPy array of shape {tuple(shape)} and dtype "
+                        f"{dtype}, got {type(a).__name__}")
+    check_same_shape(what, a, shape)
+    if a.dtype != NATIVE_DTYPES[dtype]:
+        order = " in native byte order" if a.dtype.kind == "f" and a.dtype.itemsize == np.dtype(dtype).itemsize else ""
+        raise TypeError(f"Expected {what} of dtype {dtype}{order} (the layer's dtype), got "
+                        f"{a.dtype.str if order else a.dtype.name}")
+    flags = a.flags
+    if not (flags.c_contiguous and flags.aligned):
+        raise ValueError(f"Expected {what} to be C-contiguous and aligned (it is written or read "
+                         f"in place); pass np.ascontiguousarray({what}) or a fresh np.zeros array")
+    if writeable and not flags.writeable:
+        raise ValueError(f"{what} is read-only, but fastrnn writes into it")

@@ -6,15 +6,21 @@ after the call returns. A thread-local flag, like torch's, so threads do not see
 import contextlib
 import threading
 
-_mode = threading.local()
+class _Mode(threading.local):
+    enabled = True              # each thread starts with gradients enabled
 
 
-def is_grad_enabled():
-    return getattr(_mode, "enabled", True)
+_mode = _Mode()
+
+
+def is_grad_enabled() -> bool:
+    """Whether forward passes in this thread keep what backward needs."""
+    return _mode.enabled
 
 
 @contextlib.contextmanager
 def no_grad():
+    """``with fastrnn.no_grad():`` forward passes in this thread keep nothing for backward."""
     previous = is_grad_enabled()
     _mode.enabled = False
     try:

@@ -10,7 +10,10 @@ plain functions returning ``(loss, grad)``: no autograd graph, the caller chains
 Initialisation and update rules are torch's, so results can be compared with torch's.
 Host NumPy arrays only: parameters on a GPU device are refused with a clear error.
 """
+from __future__ import annotations
+
 import numbers
+from typing import Iterable, Optional, Union
 
 import numpy as np
 
@@ -41,26 +44,23 @@ class _Layer(ParameterStore):
     """What Linear and Embedding share: parameters, gradients, state_dict, the last input."""
 
     def __init__(self, dtype, seed):
+        super().__init__()
         self.dtype = _checks.check_dtype_name(dtype)
         self._rng = np.random.default_rng(seed)
         self._params = {}
         self.grads = {}
         self._arrays = HostArrays
-        self._saved_input = None
 
     def _set_parameters(self, params):
         self._params = {name: value.astype(self.dtype) for name, value in params.items()}
         self.grads = {name: np.zeros_like(value) for name, value in self._params.items()}
 
     def _save_for_backward(self, value):
-        self._saved_input = value if is_grad_enabled() else None
+        """Keep ``value`` (the layer's own copy) for this thread's backward, under grad mode."""
+        self._keep_for_backward(value if is_grad_enabled() else None)
 
     def _saved_for_backward(self):
-        if self._saved_input is None:
-            raise RuntimeError(f"{type(self).__name__}.backward() needs a forward pass first: "
-                               "call the layer on an input (outside fastrnn.no_grad()) before "
-                               "calling backward()")
-        return self._saved_input
+        return self._kept_for_backward("an input")
 
     def _check_grad_output(self, grad_output, expected_shape):
         grad_output = np.asarray(grad_output)
@@ -80,7 +80,8 @@ class Linear(_Layer):
     into ``grads['weight']`` and ``grads['bias']``.
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype="float32", seed=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: str = "float32", seed: Optional[int] = None):
         _check_size("in_features", in_features)
         _check_size("out_features", out_features)
         super().__init__(dtype, seed)
@@ -93,20 +94,22 @@ class Linear(_Layer):
             params["bias"] = self._rng.uniform(-bound, bound, (out_features,))
         self._set_parameters(params)
 
-    def forward(self, input):
+    def forward(self, input) -> np.ndarray:
+        """``y [*, out_features] = x [*, in_features] W^T + b``, in the layer's dtype."""
         x = np.asarray(input)                                  # [*, in_features]
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise _checks.ShapeError(f"Linear: expected input of shape [*, {self.in_features}] "
                                      f"(in_features={self.in_features}), got {x.shape}")
         _checks.check_array_dtype("input", x, self.dtype)
-        self._save_for_backward(x)
+        self._save_for_backward(x.copy() if is_grad_enabled() else None)   # caller may change x
         y = x @ self.weight.T                                  # [*, out_features]
         if "bias" in self._params:
             y += self.bias
         return y
 
-    def backward(self, grad_output):
-        """``grad_input`` for the most recent forward; adds into ``self.grads``."""
+    def backward(self, grad_output) -> np.ndarray:
+        """``grad_input [*, in_features]`` for this thread's most recent forward (grad_output
+        [*, out_features]); adds into ``self.grads['weight']`` and ``['bias']``."""
         x = self._saved_for_backward()
         grad_y = self._check_grad_output(grad_output, x.shape[:-1] + (self.out_features,))
         grad_rows = grad_y.reshape(-1, self.out_features)      # [N, out]
@@ -128,14 +131,16 @@ class Embedding(_Layer):
     picked (repeated ids add up) and returns None: ids have no gradient.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, *, dtype="float32", seed=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: str = "float32",
+                 seed: Optional[int] = None):
         _check_size("num_embeddings", num_embeddings)
         _check_size("embedding_dim", embedding_dim)
         super().__init__(dtype, seed)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self._set_parameters({"weight": self._rng.standard_normal((num_embeddings, embedding_dim))})
 
-    def forward(self, input):
+    def forward(self, input) -> np.ndarray:
+        """The rows of ``weight`` picked by integer ``ids`` (any shape): [*ids.shape, embedding_dim]."""
         ids = np.asarray(input)
         if not np.issubdtype(ids.dtype, np.integer):
             raise TypeError(f"Embedding: expected integer ids, got an array of dtype {ids.dtype}")
@@ -147,7 +152,9 @@ class Embedding(_Layer):
         self._save_for_backward(ids)
         return self.weight[ids]                                # [*ids.shape, embedding_dim]
 
-    def backward(self, grad_output):
+    def backward(self, grad_output) -> None:
+        """Adds ``grad_output`` [*ids.shape, embedding_dim] into the picked rows of
+        ``grads['weight']``; ids have no gradient."""
         ids = self._saved_for_backward()
         grad = self._check_grad_output(grad_output, ids.shape + (self.embedding_dim,))
         np.add.at(self.grads["weight"], ids.ravel(), grad.reshape(-1, self.embedding_dim))
@@ -177,7 +184,7 @@ def _check_logits_and_targets(logits, targets):
     return logits, targets
 
 
-def softmax_cross_entropy(logits, targets):
+def softmax_cross_entropy(logits, targets) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of ``softmax(logits)`` against class ``targets``, and its gradient.
 
     ``logits`` is ``[*, C]`` (float32 or float64), ``targets`` ``[*]`` integer class indices.
@@ -198,7 +205,7 @@ def softmax_cross_entropy(logits, targets):
     return float(loss), grad.reshape(logits.shape)
 
 
-def mse_loss(prediction, target):
+def mse_loss(prediction, target) -> tuple[float, np.ndarray]:
     """Mean squared error over every element, and its gradient w.r.t. ``prediction``.
 
     Returns ``(loss, grad_prediction)`` with ``grad = 2 (prediction - target) / N``, like
@@ -240,7 +247,7 @@ def _parameters_and_grads(modules):
 
 
 # --------------------------------------------------------------------------------- clipping
-def clip_grad_norm(modules, max_norm, norm_type=2.0):
+def clip_grad_norm(modules: Union[object, Iterable], max_norm: float, norm_type: float = 2.0) -> float:
     """Scale every gradient so that their joint norm is at most ``max_norm``, in place.
 
     torch.nn.utils.clip_grad_norm_'s rule: the norm is taken over all gradients as if they
@@ -264,7 +271,7 @@ def clip_grad_norm(modules, max_norm, norm_type=2.0):
     return total_norm
 
 
-def clip_grad_value(modules, clip_value):
+def clip_grad_value(modules: Union[object, Iterable], clip_value: float) -> None:
     """Clamp every gradient element into ``[-clip_value, clip_value]`` in place (seed 000)."""
     _check_positive_number("clip_value", clip_value, allow_zero=True)
     for _, _, grad in _parameters_and_grads(_module_list(modules)):
@@ -279,20 +286,26 @@ class _Optimizer:
     module that replaces its arrays (loading, a device move) is still updated correctly.
     """
 
-    def __init__(self, modules, lr):
+    def __init__(self, modules: Union[object, Iterable], lr: float):
         self.modules = _module_list(modules)
         _check_positive_number("lr", lr, allow_zero=True)
         self.lr = lr
         self.state = {}           # {(module index, name): {buffer name: array}}
         list(_parameters_and_grads(self.modules))     # every parameter checked up front
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
+        """Zero every module's gradients."""
         for module in self.modules:
             module.zero_grad()
 
-    def step(self):
+    def step(self) -> None:
+        """Update every parameter in place from its gradient."""
         for key, parameter, grad in _parameters_and_grads(self.modules):
             self._update(self.state.setdefault(key, {}), parameter, grad)
+        for module in self.modules:       # a forward before this step can't be backpropagated
+            changed = getattr(module, "_parameters_changed", None)
+            if changed is not None:
+                changed()
 
     def _update(self, state, parameter, grad):
         raise NotImplementedError
@@ -302,7 +315,7 @@ class SGD(_Optimizer):
     """torch.optim.SGD's rule: ``buf = momentum * buf + g`` (``buf = g`` at the first step),
     ``p -= lr * buf``; plain ``p -= lr * g`` when momentum is 0."""
 
-    def __init__(self, modules, lr, momentum=0.0):
+    def __init__(self, modules: Union[object, Iterable], lr: float, momentum: float = 0.0):
         super().__init__(modules, lr)
         _check_positive_number("momentum", momentum, allow_zero=True)
         self.momentum = momentum
@@ -326,7 +339,8 @@ class Adam(_Optimizer):
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
     """
 
-    def __init__(self, modules, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, modules: Union[object, Iterable], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         super().__init__(modules, lr)
         if len(betas) != 2 or not all(isinstance(b, numbers.Real) and 0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")

@@ -8,6 +8,9 @@ packed row is; moving the rows is one gather (and one scatter back), done by the
 array operations, so it works on any device. ``lengths`` may come in any order: the caller's
 order is restored on the way out.
 """
+from __future__ import annotations
+
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,9 +27,12 @@ class Packing:
     rows: np.ndarray               # [N] int64: packed row r is row rows[r] of [T*B, F]
 
 
-def check_lengths(lengths, batch, steps):
+def check_lengths(lengths, batch: int, steps: int) -> np.ndarray:
     """``lengths`` as an int64 array [B]; torch's wording where torch has a check."""
-    values = np.asarray(lengths)
+    try:
+        values = np.asarray(lengths)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"lengths must be a 1-D array of integers, one per sequence: {exc}") from None
     if values.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers (one per sequence), got an array of "
                         f"{values.dtype}; convert it with .astype(np.int64) if its values are "
@@ -46,7 +52,7 @@ def check_lengths(lengths, batch, steps):
     return values.astype(np.int64)
 
 
-def plan_packing(lengths, batch, steps):
+def plan_packing(lengths, batch: int, steps: int) -> Packing:
     """The Packing of a padded [T, B, F] batch whose sequence b has ``lengths[b]`` steps."""
     lengths = check_lengths(lengths, batch, steps)
     sorted_indices = np.argsort(-lengths, kind="stable").astype(np.int64)
@@ -61,6 +67,9 @@ def plan_packing(lengths, batch, steps):
                    rows.astype(np.int64))
 
 
-def equal_batch_sizes(batch, steps):
-    """batch_sizes of an equal-length batch: every sequence runs all ``steps`` steps."""
+@functools.lru_cache(maxsize=64)
+def equal_batch_sizes(batch: int, steps: int) -> np.ndarray:
+    """batch_sizes of an equal-length batch: every sequence runs all ``steps`` steps. Cached
+    (a call with the shapes of the previous ones allocates nothing), so shared: backends read
+    batch_sizes, they never write it."""
     return np.full(steps, batch, dtype=np.int64)

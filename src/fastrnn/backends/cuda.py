@@ -15,15 +15,32 @@ batch a row's predecessor is not a fixed number of rows earlier, so one gather k
 H_prev [N, H] first. The step sizes (``batch_sizes``) and offsets are copied to the device once
 per call, as a [2, T+1] int64 "schedule" (see cuda_kernels).
 
+LSTM and GRU are the same recipe with gates (cuda_gated_kernels' header has the kernels):
+
+    forward   workspace[:, :4H or 3H] = x W_ih^T + b   ONE GEMM (GRU: b_hh's n part left out:
+                                                     b_hn sits inside r * (.))
+              one time-loop launch: per step the product h_{t-1} W_hh^T (all of a unit's gate
+              rows in one pass), then the gates in one fused pass, written over their
+              pre-activations in the contract's workspace layout; LSTM with proj_size: a
+              barrier, then h_t = (o tanh c_t) W_hr^T, a second product in the same step
+    backward  one time-loop launch: dL/dh_{t-1} = dA_t W_hh per step, then each unit's gates'
+              gradients dA; then merged GEMMs: dX = dA W_ih, dW_ih = dA^T X,
+              dW_hh = dA_h^T H_prev (GRU's dA_h: [d_r, d_z, d_n r]), bias column sums, LSTM's
+              dW_hr = dH^T (o tanh c). dL/d(o tanh c_t) = dH_t W_hr is the loop's second
+              product, not a merged one: dA_t needs it, and dH_{t-1} needs dA_t.
+
 The products run on Numba's tiled GEMM kernel (cuda_kernels.gemm_kernel), the only path:
 CuPy/cuBLAS is not a dependency, and one code path is one path that CI runs in the simulator.
 
 Which time-loop kernel runs (the "strategy", see plan_recurrence):
 
-    rows  when one block's shared memory holds ALL of W_hh (H*(H+1) words plus one scratch word
-          per thread within 48 KiB: up to H = 109 in float32, 76 in float64). Each block owns
-          whole batch rows (256 // H of them, at least 1) and every hidden unit, so it waits
-          only for its own threads between steps; B just sets the number of blocks.
+    rows  when one block's shared memory holds ALL the loop's weights and a scratch word per
+          thread and gate within 48 KiB (each unit's rows padded to an odd number of words):
+          Elman up to H = 109 in float32 and 76 in float64, LSTM 53 and 35, GRU 61 and 42
+          (B >= 8; a little more at B = 1, where a block has fewer threads).
+          Each block owns whole batch rows (256 // H of them, at least 1) and every hidden
+          unit, so it waits only for its own threads between steps; B just sets the number of
+          blocks.
     grid  otherwise. Each block owns a slice of W_hh's rows (hidden units) for all B rows;
           blocks exchange h_t through global memory and meet at ONE grid barrier per step
           (cooperative launch: the grid has at most max_cooperative_grid_blocks blocks, and at
@@ -31,6 +48,8 @@ Which time-loop kernel runs (the "strategy", see plan_recurrence):
           multiprocessor, unless more (smaller) slices let W_hh stay in shared memory and those
           extra blocks' reads of h_{t-1} cost less than the grid reading W_hh from global memory
           (the L2 cache) at every step, which is what blocks do otherwise (large H, float64).
+          A gated unit's slice holds all its gate rows; LSTM's projection is sliced over the
+          same blocks (a second grid barrier per step).
 
 ``forced_recurrence(strategy=..., weights_on_chip=...)`` overrides the choice (tests, benchmarks).
 48 KiB is what every GPU gives one block without an opt-in; numba-cuda has no public API for the
@@ -56,11 +75,13 @@ from .. import _checks
 try:
     from numba import config as _numba_config
     from numba import cuda
-    from . import cuda_kernels as kernels
     _IMPORT_ERROR = None
 except ImportError as exc:          # numba-cuda is an optional dependency
-    cuda = kernels = _numba_config = None
+    cuda = _numba_config = kernels = gated_kernels = None
     _IMPORT_ERROR = exc
+if _IMPORT_ERROR is None:           # outside the try: an error of ours is not a missing numba
+    from . import cuda_gated_kernels as gated_kernels
+    from . import cuda_kernels as kernels
 
 SHARED_BYTES_PER_BLOCK = 48 * 1024
 MAX_THREADS = 256
@@ -192,27 +213,51 @@ def check_batch_sizes(batch_sizes):
     return batch_sizes
 
 
-def _check_weights(w_ih, w_hh):
-    """(w_ih, w_hh, dtype name, input size I, hidden size H), both weights checked."""
+@dataclass(frozen=True)
+class _Layer:
+    """One call's dtype and sizes, from its checked weights and batch_sizes; ``array`` checks
+    every further array against them."""
+    dtype: str
+    batch_sizes: np.ndarray
+    rows: int                   # N, packed rows
+    batch: int                  # B
+    inputs: int                 # I
+    hidden: int                 # H
+    width: int                  # P: the size of h (H, unless LSTM's proj_size)
+    gates: int                  # weight rows per hidden unit: 1 Elman, 3 GRU, 4 LSTM
+
+    def array(self, what, a, shape, layout="C", written=False):
+        return _checked(what, a, shape, self.dtype, layout, written)
+
+
+def _check_layer(w_ih, w_hh, batch_sizes, gates=1, projected=False):
+    """(w_ih, w_hh, _Layer): w_hh [gates*H, P] with P == H unless ``projected`` (LSTM's
+    proj_size), w_ih [gates*H, I], and batch_sizes, checked."""
     w_hh = _on_device("w_hh", w_hh)
-    if len(w_hh.shape) != 2 or w_hh.shape[0] != w_hh.shape[1]:
-        raise _checks.ShapeError(f"Expected w_hh of shape (H, H), got {tuple(w_hh.shape)}")
+    shape = tuple(w_hh.shape)
+    if (len(shape) != 2 or shape[0] % gates or
+            (not projected and shape[0] != gates * shape[1])):
+        raise _checks.ShapeError(f"Expected w_hh of shape ({gates if gates > 1 else ''}H, "
+                                 f"{'P' if projected else 'H'}), got {shape}")
     dtype = _checks.check_dtype_name(w_hh.dtype)
-    hidden = w_hh.shape[0]
+    hidden = shape[0] // gates
     w_ih = _on_device("w_ih", w_ih)
-    if len(w_ih.shape) != 2 or w_ih.shape[0] != hidden:
-        raise _checks.ShapeError(f"Expected w_ih of shape ({hidden}, I), got {tuple(w_ih.shape)}")
-    return (_checked("w_ih", w_ih, w_ih.shape, dtype), _checked("w_hh", w_hh, w_hh.shape, dtype),
-            dtype, w_ih.shape[1], hidden)
+    if len(w_ih.shape) != 2 or w_ih.shape[0] != gates * hidden:
+        raise _checks.ShapeError(f"Expected w_ih of shape ({gates * hidden}, I), got "
+                                 f"{tuple(w_ih.shape)}")
+    batch_sizes = check_batch_sizes(batch_sizes)
+    layer = _Layer(dtype, batch_sizes, int(batch_sizes.sum()), int(batch_sizes[0]),
+                   w_ih.shape[1], hidden, shape[1], gates)
+    return layer.array("w_ih", w_ih, w_ih.shape), layer.array("w_hh", w_hh, shape), layer
 
 
-def _check_biases(names, biases, hidden, dtype, written=False):
-    """Both biases (or bias gradients) [H], or both None."""
+def _check_biases(names, biases, size, dtype, written=False):
+    """Both biases (or bias gradients) [size], or both None."""
     if (biases[0] is None) != (biases[1] is None):
         raise ValueError(f"Expected {names[0]} and {names[1]} both arrays or both None")
     if biases[0] is None:
         return biases
-    return tuple(_checked(name, b, (hidden,), dtype, written=written)
+    return tuple(_checked(name, b, (size,), dtype, written=written)
                  for name, b in zip(names, biases))
 
 
@@ -356,9 +401,10 @@ def choose_tile(m, n):
 
 
 @functools.lru_cache(maxsize=None)
-def _no_bias(dtype):
-    """A one-element stand-in for the bias argument the GEMM kernel does not read."""
-    return DeviceArrays.zeros(1, dtype)
+def _placeholder(dtype, ndim=1):
+    """A one-element stand-in for an array argument a kernel does not read (the GEMM's bias
+    without one, LSTM's projection arrays without proj_size)."""
+    return DeviceArrays.zeros((1,) * ndim, dtype)
 
 
 def gemm_into(c, a, b, *, a_transposed=False, b_transposed=False, bias=None, accumulate=False,
@@ -383,12 +429,47 @@ def gemm_into(c, a, b, *, a_transposed=False, b_transposed=False, bias=None, acc
                       bias=None if bias is None else bias[part], accumulate=accumulate, tile=tile)
         return
     blocks = (math.ceil(m / tile[0]), math.ceil(n / tile[1]))
-    bias_arg = _no_bias(dtype) if bias is None else bias
+    bias_arg = _placeholder(dtype) if bias is None else bias
     _launch(kernels.gemm_kernel(dtype, tile), blocks, kernels.tile_threads(tile),
             a, a_transposed, b, b_transposed, bias_arg, bias is not None, c, accumulate)
 
 
 # ----------------------------------------------------------------------------- the time loop
+@dataclass(frozen=True)
+class StepProduct:
+    """One product of a time-loop step, per batch row: a vector of ``length`` entries times the
+    weight rows of ``units`` output units, ``gates`` rows each (Elman: H units, 1 row of H)."""
+    units: int
+    gates: int
+    length: int
+
+    def weight_words(self, units):
+        """Shared-memory words the rows of ``units`` units take (each unit's rows padded to an
+        odd number of words, cuda_kernels.padded_unit_words)."""
+        return units * kernels.padded_unit_words(self.gates * self.length)
+
+    @property
+    def weight_count(self):
+        return self.units * self.gates * self.length
+
+
+@dataclass(frozen=True)
+class LoopShape:
+    """What a time-loop kernel computes per step: its ``step`` product, then (LSTM with
+    proj_size only) a ``projection`` product of the step's results, after a barrier."""
+    step: StepProduct
+    projection: StepProduct = None
+
+    @property
+    def products(self):
+        return (self.step,) if self.projection is None else (self.step, self.projection)
+
+
+def elman_loop(hidden):
+    """The Elman cell's time loop, forward or backward: H units, one row of W_hh (or W_hh^T)."""
+    return LoopShape(StepProduct(hidden, 1, hidden))
+
+
 @dataclass(frozen=True)
 class RecurrencePlan:
     """How one time-loop launch is laid out (see the module header)."""
@@ -401,10 +482,18 @@ class RecurrencePlan:
     lanes: int                    # threads that share one output's dot product
     weights_on_chip: bool
     shared_bytes: int
+    projection_units_per_block: int = 0     # the same for the projection product, if any
+    projection_lanes: int = 1
 
     @property
     def grid(self):
         return self.row_blocks, self.unit_blocks
+
+    @property
+    def layout(self):
+        """The kernels' ``layout`` argument (cuda_kernels.time_loop)."""
+        return (self.rows_per_block, self.units_per_block, self.lanes,
+                self.projection_units_per_block, self.projection_lanes)
 
 
 @dataclass(frozen=True)
@@ -429,82 +518,98 @@ def forced_recurrence(strategy=None, weights_on_chip=None):
 
 
 def _threads_for(outputs):
-    return min(MAX_THREADS, _round_up(outputs, 32))
+    return min(MAX_THREADS, _round_up(max(outputs, 1), 32))
 
 
 def _lanes(threads, outputs):
     """Threads per dot product: a power of two (<= 32) so idle threads help when outputs are few."""
     lanes = 1
-    while lanes * 2 <= min(32, threads // outputs):
+    while lanes * 2 <= min(32, threads // max(outputs, 1)):
         lanes *= 2
     return lanes
 
 
-def _rows_plan(batch, hidden, itemsize):
-    rows = max(1, min(batch, ROW_OUTPUTS_PER_BLOCK // hidden))
-    threads = _threads_for(rows * hidden)
-    return RecurrencePlan("rows", math.ceil(batch / rows), 1, threads, rows, hidden,
-                          _lanes(threads, rows * hidden), True,
-                          (threads + hidden * (hidden + 1)) * itemsize)
+def _plan_of(strategy, shape, batch, threads, row_blocks, rows, units, on_chip, itemsize):
+    """The plan whose blocks own ``rows`` batch rows and at most ``units`` of the step's units
+    (as many blocks as that takes, sharing the units evenly; the projection's units likewise);
+    shared memory: the reduction scratch, and the weight rows when they are on chip."""
+    step, projection = shape.step, shape.projection
+    unit_blocks = math.ceil(step.units / units)
+    units = math.ceil(step.units / unit_blocks)
+    projection_units = 0 if projection is None else math.ceil(projection.units / unit_blocks)
+    words = threads * step.gates
+    if on_chip:
+        words += step.weight_words(units)
+        words += 0 if projection is None else projection.weight_words(projection_units)
+    return RecurrencePlan(strategy, row_blocks, unit_blocks, threads, rows, units,
+                          _lanes(threads, rows * units), on_chip, words * itemsize,
+                          projection_units, _lanes(threads, rows * projection_units))
 
 
-def _grid_plan_of(batch, hidden, itemsize, threads, blocks, on_chip):
-    units = math.ceil(hidden / blocks)
-    weight_words = units * (hidden + 1) if on_chip else 0
-    return RecurrencePlan("grid", 1, math.ceil(hidden / units), threads, batch, units,
-                          _lanes(threads, batch * units), on_chip,
-                          (threads + weight_words) * itemsize)
+def _rows_plan(batch, shape, itemsize):
+    units = shape.step.units
+    rows = max(1, min(batch, ROW_OUTPUTS_PER_BLOCK // max(units, 1)))
+    return _plan_of("rows", shape, batch, _threads_for(rows * units), math.ceil(batch / rows),
+                    rows, units, True, itemsize)
 
 
-def _grid_plan_on_chip(batch, hidden, itemsize, threads, limits):
-    """W_hh's slices in shared memory: the fewest blocks (at least one per multiprocessor) whose
-    slices fit in a block; None when that grid is too big for a cooperative launch."""
-    max_units = (SHARED_BYTES_PER_BLOCK // itemsize - threads) // (hidden + 1)
-    if max_units < 1:
-        return None
-    blocks = max(min(hidden, limits.multiprocessors), math.ceil(hidden / max_units))
-    plan = _grid_plan_of(batch, hidden, itemsize, threads, blocks, True)
-    fits = limits.cooperative_blocks(threads, plan.shared_bytes) >= plan.unit_blocks
-    return plan if fits else None
+def _grid_plan_on_chip(batch, shape, itemsize, threads, limits):
+    """The weight rows in shared memory: the fewest blocks (at least one per multiprocessor)
+    whose slices fit in a block; None when that grid is too big for a cooperative launch."""
+    step = shape.step
+    units = min(math.ceil(step.units / min(step.units, limits.multiprocessors)),
+                (SHARED_BYTES_PER_BLOCK // itemsize - threads * step.gates)
+                // step.weight_words(1))
+    for units in range(units, 0, -1):         # the projection's slice shrinks with the step's
+        plan = _plan_of("grid", shape, batch, threads, 1, batch, units, True, itemsize)
+        if plan.shared_bytes <= SHARED_BYTES_PER_BLOCK:
+            fits = limits.cooperative_blocks(threads, plan.shared_bytes) >= plan.unit_blocks
+            return plan if fits else None
+    return None
 
 
-def _grid_plan(batch, hidden, itemsize, limits, weights_on_chip):
-    """Grid strategy. Per step every block reads all of h_{t-1} (B*H words) and, with W_hh off
-    chip, the grid reads W_hh (H*H words) from L2: on chip wins when its extra blocks' reads,
-    (blocks_on - blocks_off) * B * H, cost less than H * H."""
-    threads = _threads_for(batch * hidden)
-    off_chip_blocks = min(hidden, limits.multiprocessors,
-                          limits.cooperative_blocks(threads, threads * itemsize))
+def _grid_plan(batch, shape, itemsize, limits, weights_on_chip):
+    """Grid strategy. Per step every block reads every batch row's vectors (B*length words per
+    product) and, with the weights off chip, the grid reads all weight rows from L2: on chip
+    wins when its extra blocks' reads cost less than the weights (Elman: (blocks_on -
+    blocks_off) * B * H <= H * H)."""
+    step = shape.step
+    threads = _threads_for(batch * step.units)
+    off_chip_blocks = min(step.units, limits.multiprocessors,
+                          limits.cooperative_blocks(threads, threads * step.gates * itemsize))
     if off_chip_blocks < 1:
         raise RuntimeError(f"the grid time-loop kernel cannot be launched cooperatively with "
                            f"{threads} threads per block on this GPU")
-    off_chip = _grid_plan_of(batch, hidden, itemsize, threads, off_chip_blocks, False)
+    off_chip = _plan_of("grid", shape, batch, threads, 1, batch,
+                        math.ceil(step.units / off_chip_blocks), False, itemsize)
     on_chip = (None if weights_on_chip is False
-               else _grid_plan_on_chip(batch, hidden, itemsize, threads, limits))
+               else _grid_plan_on_chip(batch, shape, itemsize, threads, limits))
     if weights_on_chip and on_chip is None:
-        raise ValueError(f"cannot keep W_hh (H={hidden}) in shared memory: the grid it needs "
+        raise ValueError(f"cannot keep W_hh in shared memory ({shape}): the grid it needs "
                          f"(slices within {SHARED_BYTES_PER_BLOCK} bytes) is too big to launch "
                          "cooperatively")
     if on_chip is None:
         return off_chip
-    extra_reads = (on_chip.unit_blocks - off_chip.unit_blocks) * batch * hidden
-    return on_chip if weights_on_chip or extra_reads <= hidden * hidden else off_chip
+    extra_reads = ((on_chip.unit_blocks - off_chip.unit_blocks) * batch
+                   * sum(product.length for product in shape.products))
+    weights = sum(product.weight_count for product in shape.products)
+    return on_chip if weights_on_chip or extra_reads <= weights else off_chip
 
 
-def plan_recurrence(batch, hidden, itemsize, device_limits):
-    """The launch plan for a time loop over B=batch rows of H=hidden units (rule: module
+def plan_recurrence(batch, shape, itemsize, device_limits):
+    """The launch plan for a time loop of LoopShape ``shape`` over B=batch rows (rule: module
     header). ``device_limits()`` gives the DeviceLimits, asked only for the grid strategy (it
     compiles the grid kernel). ``forced_recurrence`` overrides the rule."""
     strategy = _forced["strategy"]
-    rows = _rows_plan(batch, hidden, itemsize)
+    rows = _rows_plan(batch, shape, itemsize)
     fits = rows.shared_bytes <= SHARED_BYTES_PER_BLOCK
     if strategy == "rows" and not fits:
-        raise ValueError(f"cannot use the 'rows' strategy: W_hh (H={hidden}) needs "
+        raise ValueError(f"cannot use the 'rows' strategy: the weights ({shape}) need "
                          f"{rows.shared_bytes} bytes of shared memory, a block has "
                          f"{SHARED_BYTES_PER_BLOCK}")
     if strategy == "rows" or (strategy is None and fits):
         return rows
-    return _grid_plan(batch, hidden, itemsize, device_limits(), _forced["weights_on_chip"])
+    return _grid_plan(batch, shape, itemsize, device_limits(), _forced["weights_on_chip"])
 
 
 def _device_limits(grid_kernel, args):
@@ -516,17 +621,19 @@ def _device_limits(grid_kernel, args):
                         overload.max_cooperative_grid_blocks)
 
 
-def _run_recurrence(which, data_args, batch, hidden, dtype):
-    """Launch the forward (which=0) or backward (which=1) time-loop kernel as planned."""
+def _run_recurrence(kernels_of, which, data_args, batch, shape, dtype):
+    """Launch time-loop kernel ``kernels_of(dtype, grid_wide)[which]`` (a kernel factory of
+    cuda_kernels or cuda_gated_kernels; which: _FORWARD or _BACKWARD) for a loop of LoopShape
+    ``shape`` over ``batch`` rows, as planned."""
     dtype = np.dtype(dtype)
-    rows_kernel = kernels.recurrent_kernels(dtype.name, False)[which]
-    grid_kernel = kernels.recurrent_kernels(dtype.name, True)[which]
-    plan_args = (1, 1, 1, False)         # types only: the plan's ints and flag
-    plan = plan_recurrence(batch, hidden, dtype.itemsize,
+    rows_kernel = kernels_of(dtype.name, False)[which]
+    grid_kernel = kernels_of(dtype.name, True)[which]
+    plan_args = ((1, 1, 1, 1, 1), False)     # types only: the plan's layout and flag
+    plan = plan_recurrence(batch, shape, dtype.itemsize,
                            lambda: _device_limits(grid_kernel, data_args + plan_args))
     kernel = grid_kernel if plan.strategy == "grid" else rows_kernel
-    _launch(kernel, plan.grid, plan.threads, *data_args, plan.rows_per_block,
-            plan.units_per_block, plan.lanes, plan.weights_on_chip, shared_bytes=plan.shared_bytes)
+    _launch(kernel, plan.grid, plan.threads, *data_args, plan.layout, plan.weights_on_chip,
+            shared_bytes=plan.shared_bytes)
     return plan
 
 
@@ -546,72 +653,96 @@ def _is_equal_length(batch_sizes):
 
 
 # ----------------------------------------------------------------------------- the contract
-def rnn_forward_cuda(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, relu, out, h_n):
-    # x [N, I], h0 [B, H], w_ih [H, I], w_hh [H, H], b_ih/b_hh [H] or None,
-    # batch_sizes [T] (host), out [N, H] (rows layout), h_n [B, H]
-    w_ih, w_hh, dtype, inputs, hidden = _check_weights(w_ih, w_hh)
-    batch_sizes = check_batch_sizes(batch_sizes)
-    rows, batch = int(batch_sizes.sum()), int(batch_sizes[0])
-    x = _checked("x", x, (rows, inputs), dtype)
-    h0 = _checked("h0", h0, (batch, hidden), dtype)
-    b_ih, b_hh = _check_biases(("b_ih", "b_hh"), (b_ih, b_hh), hidden, dtype)
-    out = _checked("out", out, (rows, hidden), dtype, "rows", written=True)
-    h_n = _checked("h_n", h_n, (batch, hidden), dtype, written=True)
-
-    bias = None if b_ih is None else DeviceArrays.add(b_ih, b_hh)
-    gemm_into(out, x, w_ih, b_transposed=True, bias=bias)                  # x W_ih^T + b
-    if hidden:
-        _run_recurrence(_FORWARD, (h0, _flat(w_hh), out, h_n, _device_schedule(batch_sizes),
-                                   bool(reverse), bool(relu)), batch, hidden, dtype)
+def _forward_arrays(layer, x, h0, biases, out, h_n):
+    """Every cell's forward arrays, checked: x [N, I], h0 [B, P], both biases [gates*H] or
+    None, out [N, P] (rows layout), h_n [B, P]."""
+    rows, batch, width = layer.rows, layer.batch, layer.width
+    return (layer.array("x", x, (rows, layer.inputs)), layer.array("h0", h0, (batch, width)),
+            *_check_biases(("b_ih", "b_hh"), biases, layer.gates * layer.hidden, layer.dtype),
+            layer.array("out", out, (rows, width), "rows", written=True),
+            layer.array("h_n", h_n, (batch, width), written=True))
 
 
-def rnn_backward_cuda(x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, grad_out, grad_hn,
-                      grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh):
-    # shapes: see fastrnn/backends/__init__.py; grad_b_ih/grad_b_hh [H] or None
-    w_ih, w_hh, dtype, inputs, hidden = _check_weights(w_ih, w_hh)
-    batch_sizes = check_batch_sizes(batch_sizes)
-    rows, batch = int(batch_sizes.sum()), int(batch_sizes[0])
-    x = _checked("x", x, (rows, inputs), dtype)
-    h0 = _checked("h0", h0, (batch, hidden), dtype)
-    out = _checked("out", out, (rows, hidden), dtype, "rows")
-    grad_out = _checked("grad_out", grad_out, (rows, hidden), dtype, "rows")
-    grad_hn = _checked("grad_hn", grad_hn, (batch, hidden), dtype)
-    grad_x = _checked("grad_x", grad_x, (rows, inputs), dtype, written=True)
-    grad_h0 = _checked("grad_h0", grad_h0, (batch, hidden), dtype, written=True)
-    grad_w_ih = _checked("grad_w_ih", grad_w_ih, (hidden, inputs), dtype, written=True)
-    grad_w_hh = _checked("grad_w_hh", grad_w_hh, (hidden, hidden), dtype, written=True)
-    grad_b_ih, grad_b_hh = _check_biases(("grad_b_ih", "grad_b_hh"), (grad_b_ih, grad_b_hh),
-                                         hidden, dtype, written=True)
-
-    grad_a = DeviceArrays.empty((rows, hidden), dtype)                      # dL/da [N, H]
-    schedule = _device_schedule(batch_sizes)
-    if hidden:
-        w_hh_t = DeviceArrays.swap_batch_time(w_hh.reshape(hidden, hidden, 1))   # W_hh^T
-        _run_recurrence(_BACKWARD, (grad_out, out, grad_hn, _flat(w_hh_t), grad_a, grad_h0,
-                                    schedule, bool(reverse), bool(relu)), batch, hidden, dtype)
-    gemm_into(grad_x, grad_a, w_ih, accumulate=accumulate_x)                # G W_ih
-    gemm_into(grad_w_ih, grad_a, x, a_transposed=True, accumulate=True)     # G^T X
-    _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, batch_sizes, schedule, reverse)
-    if grad_b_ih is not None and hidden:
-        threads = min(COLUMN_SUM_THREADS, _round_up(hidden, 32))
-        _launch(kernels.column_sums_kernel(dtype), math.ceil(hidden / threads), threads,
-                grad_a, grad_b_ih, grad_b_hh)
+def _backward_arrays(layer, x, h0, out, grad_out, grad_hn, grad_x, grad_h0, grad_w_ih,
+                     grad_w_hh, grad_biases):
+    """Every cell's backward arrays, checked: x [N, I], h0 [B, P], out and grad_out [N, P]
+    (rows layout), grad_hn [B, P], grad_x [N, I], grad_h0 [B, P], grad_w_ih [gates*H, I],
+    grad_w_hh [gates*H, P], both bias gradients [gates*H] or None."""
+    rows, batch, width, gate_rows = (layer.rows, layer.batch, layer.width,
+                                     layer.gates * layer.hidden)
+    return (layer.array("x", x, (rows, layer.inputs)), layer.array("h0", h0, (batch, width)),
+            layer.array("out", out, (rows, width), "rows"),
+            layer.array("grad_out", grad_out, (rows, width), "rows"),
+            layer.array("grad_hn", grad_hn, (batch, width)),
+            layer.array("grad_x", grad_x, (rows, layer.inputs), written=True),
+            layer.array("grad_h0", grad_h0, (batch, width), written=True),
+            layer.array("grad_w_ih", grad_w_ih, (gate_rows, layer.inputs), written=True),
+            layer.array("grad_w_hh", grad_w_hh, (gate_rows, width), written=True),
+            *_check_biases(("grad_b_ih", "grad_b_hh"), grad_biases, gate_rows, layer.dtype,
+                           written=True))
 
 
-def _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, batch_sizes, schedule, reverse):
-    """grad_w_hh += G^T H_prev. Equal lengths: h_{t-1} is ``out`` one step (B rows) earlier in
-    this direction's walk, and h0 at its first step: two products on row ranges, no copy.
-    Ragged: H_prev gathered by one kernel, then one product."""
-    rows, hidden = grad_a.shape
-    if not hidden:
+def _input_projection_bias(b_ih, b_hh, summed=None):
+    """What the input projection adds: b_ih + b_hh, or with ``summed``, that on the first
+    ``summed`` entries and b_ih alone after them (GRU: b_hn stays inside r * (.)). None
+    without biases."""
+    if b_ih is None:
+        return None
+    bias = DeviceArrays.add(b_ih, b_hh)
+    if summed is not None:
+        DeviceArrays.copy_into(bias[summed:], b_ih[summed:])
+    return bias
+
+
+def _transposed(w):
+    """W^T [C, R] of a C-contiguous device matrix W [R, C], flattened (backward's weight rows)."""
+    rows, columns = w.shape
+    return _flat(DeviceArrays.swap_batch_time(w.reshape(rows, columns, 1)))
+
+
+def _unit_major(w_hh, gates):
+    """W_hh [gates*H, P] flattened with its rows unit by unit: row j*gates + g is gate g of
+    unit j (the forward kernels' weight rows, cuda_kernels.time_loop)."""
+    rows, columns = w_hh.shape
+    return _flat(DeviceArrays.swap_batch_time(w_hh.reshape(gates, rows // gates, columns)))
+
+
+def _zero(*arrays):
+    for a in arrays:
+        if a.size:
+            DeviceArrays.copy_into(a, DeviceArrays.zeros(a.shape, a.dtype))
+
+
+def _add_input_grads(grad_x, accumulate_x, grad_w_ih, grad_a, x, w_ih):
+    """dX = (or +=) G W_ih and dW_ih += G^T X: one product each over all N rows."""
+    gemm_into(grad_x, grad_a, w_ih, accumulate=accumulate_x)
+    gemm_into(grad_w_ih, grad_a, x, a_transposed=True, accumulate=True)
+
+
+def _add_column_sums(g, out_a, out_b=None):
+    """out_a (and out_b) += the column sums of g [N, C]: the bias gradients."""
+    columns = g.shape[1]
+    if columns:
+        threads = min(COLUMN_SUM_THREADS, _round_up(columns, 32))
+        _launch(kernels.column_sums_kernel(np.dtype(g.dtype).name), math.ceil(columns / threads),
+                threads, g, out_a, out_a if out_b is None else out_b, out_b is not None)
+
+
+def _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, layer, schedule, reverse):
+    """grad_w_hh += G^T H_prev (G: what reaches W_hh, [N, gates*H]; H_prev [N, P]). Equal
+    lengths: h_{t-1} is ``out`` one step (B rows) earlier in this direction's walk, and h0 at
+    its first step: two products on row ranges, no copy. Ragged: H_prev gathered by one
+    kernel, then one product."""
+    rows, width = out.shape
+    if not grad_a.shape[1] or not width:
         return
-    if not _is_equal_length(batch_sizes):
-        h_prev = DeviceArrays.empty((rows, hidden), grad_a.dtype)
+    if not _is_equal_length(layer.batch_sizes):
+        h_prev = DeviceArrays.empty((rows, width), grad_a.dtype)
         _launch_1d(kernels.previous_states, h_prev.size, out, h0, schedule, bool(reverse),
                    h_prev)
         gemm_into(grad_w_hh, grad_a, h_prev, a_transposed=True, accumulate=True)
         return
-    batch = int(batch_sizes[0])
+    batch = layer.batch
     later, earlier = (slice(0, rows - batch), slice(batch, rows)) if reverse else \
         (slice(batch, rows), slice(0, rows - batch))
     if rows > batch:
@@ -620,5 +751,184 @@ def _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, batch_sizes, schedule
     gemm_into(grad_w_hh, grad_a[first], h0, a_transposed=True, accumulate=True)
 
 
+def rnn_forward_cuda(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, relu, out, h_n):
+    # x [N, I], h0 [B, H], w_ih [H, I], w_hh [H, H], b_ih/b_hh [H] or None,
+    # batch_sizes [T] (host), out [N, H] (rows layout), h_n [B, H]
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes)
+    x, h0, b_ih, b_hh, out, h_n = _forward_arrays(layer, x, h0, (b_ih, b_hh), out, h_n)
+
+    gemm_into(out, x, w_ih, b_transposed=True, bias=_input_projection_bias(b_ih, b_hh))
+    if layer.hidden:
+        _run_recurrence(kernels.recurrent_kernels, _FORWARD,
+                        (h0, _flat(w_hh), out, h_n, _device_schedule(layer.batch_sizes),
+                         bool(reverse), bool(relu)),
+                        layer.batch, elman_loop(layer.hidden), layer.dtype)
+
+
+def rnn_backward_cuda(x, h0, w_ih, w_hh, batch_sizes, reverse, relu, out, grad_out, grad_hn,
+                      grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh):
+    # shapes: see fastrnn/backends/__init__.py; grad_b_ih/grad_b_hh [H] or None
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes)
+    (x, h0, out, grad_out, grad_hn, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+     grad_b_hh) = _backward_arrays(layer, x, h0, out, grad_out, grad_hn, grad_x, grad_h0,
+                                   grad_w_ih, grad_w_hh, (grad_b_ih, grad_b_hh))
+
+    grad_a = DeviceArrays.empty((layer.rows, layer.hidden), layer.dtype)    # dL/da [N, H]
+    schedule = _device_schedule(layer.batch_sizes)
+    if layer.hidden:
+        _run_recurrence(kernels.recurrent_kernels, _BACKWARD,
+                        (grad_out, out, grad_hn, _transposed(w_hh), grad_a, grad_h0, schedule,
+                         bool(reverse), bool(relu)),
+                        layer.batch, elman_loop(layer.hidden), layer.dtype)
+    _add_input_grads(grad_x, accumulate_x, grad_w_ih, grad_a, x, w_ih)
+    _add_recurrent_weight_grad(grad_w_hh, grad_a, out, h0, layer, schedule, reverse)
+    if grad_b_ih is not None:
+        _add_column_sums(grad_a, grad_b_ih, grad_b_hh)
+
+
+# ----------------------------------------------------------------------------- LSTM and GRU
+def lstm_loops(hidden, width, projecting):
+    """(forward, backward) LoopShapes of an LSTM layer-direction (H=hidden, P=width)."""
+    return (LoopShape(StepProduct(hidden, 4, width),                 # h_{t-1} W_hh^T, 4 gates
+                      StepProduct(width, 1, hidden) if projecting else None),   # m W_hr^T
+            LoopShape(StepProduct(width, 1, 4 * hidden),             # dA_t W_hh
+                      StepProduct(hidden, 1, width) if projecting else None))   # dH_t W_hr
+
+
+def gru_loops(hidden):
+    """(forward, backward) LoopShapes of a GRU layer-direction."""
+    return (LoopShape(StepProduct(hidden, 3, hidden)),                # h_{t-1} W_hh^T, 3 gates
+            LoopShape(StepProduct(hidden, 1, 3 * hidden)))            # dA_t W_hh
+
+
+def _check_projection(layer, w_hr, grad_w_hr=None, backward=False):
+    """LSTM's W_hr [P, H] (and its gradient, backward): both arrays, or both None."""
+    if backward and (w_hr is None) != (grad_w_hr is None):
+        raise ValueError("Expected w_hr and grad_w_hr both arrays or both None")
+    if w_hr is None:
+        return None, None
+    shape = (layer.width, layer.hidden)
+    return (layer.array("w_hr", w_hr, shape),
+            layer.array("grad_w_hr", grad_w_hr, shape, written=True) if backward else None)
+
+
+def lstm_forward_cuda(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, out, h_n,
+                      c_n, workspace):
+    # x [N, I], h0 [B, P], c0 [B, H], w_ih [4H, I], w_hh [4H, P], b_ih/b_hh [4H] or None,
+    # w_hr [P, H] or None (P == H then), batch_sizes [T] (host), out [N, P] (rows layout),
+    # h_n [B, P], c_n [B, H], workspace [N, 5H] written: i, f, g, o, c_t of every row
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 4, projected=w_hr is not None)
+    w_hr, _ = _check_projection(layer, w_hr)
+    x, h0, b_ih, b_hh, out, h_n = _forward_arrays(layer, x, h0, (b_ih, b_hh), out, h_n)
+    rows, batch, hidden, dtype = layer.rows, layer.batch, layer.hidden, layer.dtype
+    c0 = layer.array("c0", c0, (batch, hidden))
+    c_n = layer.array("c_n", c_n, (batch, hidden), written=True)
+    workspace = layer.array("workspace", workspace, (rows, 5 * hidden), written=True)
+
+    gemm_into(workspace[:, :4 * hidden], x, w_ih, b_transposed=True,
+              bias=_input_projection_bias(b_ih, b_hh))                # x W_ih^T + b, [N, 4H]
+    if not hidden:
+        _zero(out, h_n)                     # with proj_size: the projection of nothing
+        return
+    projecting = w_hr is not None
+    cell_out = DeviceArrays.empty((rows, hidden), dtype) if projecting else _placeholder(dtype, 2)
+    _run_recurrence(gated_kernels.lstm_kernels, _FORWARD,
+                    (h0, c0, _unit_major(w_hh, 4), _flat(w_hr) if projecting
+                     else _placeholder(dtype), workspace, cell_out, out, h_n, c_n,
+                     _device_schedule(layer.batch_sizes), bool(reverse), projecting),
+                    batch, lstm_loops(hidden, layer.width, projecting)[_FORWARD], dtype)
+
+
+def lstm_backward_cuda(x, h0, c0, w_ih, w_hh, w_hr, batch_sizes, reverse, out, workspace,
+                       grad_out, grad_hn, grad_cn, grad_x, accumulate_x, grad_h0, grad_c0,
+                       grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_hr):
+    # shapes: see fastrnn/backends/__init__.py; grad_c0 [B, H] written, grad_w_hr [P, H] or None
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 4, projected=w_hr is not None)
+    w_hr, grad_w_hr = _check_projection(layer, w_hr, grad_w_hr, backward=True)
+    (x, h0, out, grad_out, grad_hn, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+     grad_b_hh) = _backward_arrays(layer, x, h0, out, grad_out, grad_hn, grad_x, grad_h0,
+                                   grad_w_ih, grad_w_hh, (grad_b_ih, grad_b_hh))
+    rows, batch, hidden, width, dtype = (layer.rows, layer.batch, layer.hidden, layer.width,
+                                         layer.dtype)
+    c0 = layer.array("c0", c0, (batch, hidden))
+    workspace = layer.array("workspace", workspace, (rows, 5 * hidden))
+    grad_cn = layer.array("grad_cn", grad_cn, (batch, hidden))
+    grad_c0 = layer.array("grad_c0", grad_c0, (batch, hidden), written=True)
+
+    projecting = w_hr is not None
+    grad_gates = DeviceArrays.empty((rows, 4 * hidden), dtype)     # dL/d(i, f, g, o) [N, 4H]
+    grad_h = DeviceArrays.empty((rows, width), dtype) if projecting else _placeholder(dtype, 2)
+    schedule = _device_schedule(layer.batch_sizes)
+    if hidden:
+        _run_recurrence(gated_kernels.lstm_kernels, _BACKWARD,
+                        (grad_out, workspace, c0, grad_hn, grad_cn, _transposed(w_hh),
+                         _transposed(w_hr) if projecting else _placeholder(dtype), grad_gates,
+                         grad_h, grad_h0, grad_c0, schedule, bool(reverse), projecting),
+                        batch, lstm_loops(hidden, width, projecting)[_BACKWARD], dtype)
+    else:
+        _zero(grad_h0)
+    _add_input_grads(grad_x, accumulate_x, grad_w_ih, grad_gates, x, w_ih)
+    _add_recurrent_weight_grad(grad_w_hh, grad_gates, out, h0, layer, schedule, reverse)
+    if grad_b_ih is not None:
+        _add_column_sums(grad_gates, grad_b_ih, grad_b_hh)
+    if projecting and hidden:
+        cell_out = DeviceArrays.empty((rows, hidden), dtype)              # o * tanh(c) [N, H]
+        _launch_1d(gated_kernels.lstm_cell_outputs, cell_out.size, workspace, cell_out)
+        gemm_into(grad_w_hr, grad_h, cell_out, a_transposed=True, accumulate=True)
+
+
+def gru_forward_cuda(x, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, out, h_n, workspace):
+    # x [N, I], h0 [B, H], w_ih [3H, I], w_hh [3H, H], b_ih/b_hh [3H] or None,
+    # batch_sizes [T] (host), out [N, H] (rows layout), h_n [B, H],
+    # workspace [N, 4H] written: r, z, n, h_{t-1} W_hn^T + b_hn of every row
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 3)
+    x, h0, b_ih, b_hh, out, h_n = _forward_arrays(layer, x, h0, (b_ih, b_hh), out, h_n)
+    hidden, dtype = layer.hidden, layer.dtype
+    workspace = layer.array("workspace", workspace, (layer.rows, 4 * hidden), written=True)
+
+    gemm_into(workspace[:, :3 * hidden], x, w_ih, b_transposed=True,
+              bias=_input_projection_bias(b_ih, b_hh, summed=2 * hidden))   # [N, 3H]
+    if hidden:
+        _run_recurrence(gated_kernels.gru_kernels, _FORWARD,
+                        (h0, _unit_major(w_hh, 3), _placeholder(dtype) if b_hh is None
+                         else b_hh[2 * hidden:], b_hh is not None, workspace, out, h_n,
+                         _device_schedule(layer.batch_sizes), bool(reverse)),
+                        layer.batch, gru_loops(hidden)[_FORWARD], dtype)
+
+
+def gru_backward_cuda(x, h0, w_ih, w_hh, batch_sizes, reverse, out, workspace, grad_out,
+                      grad_hn, grad_x, accumulate_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+                      grad_b_hh):
+    # shapes: see fastrnn/backends/__init__.py
+    w_ih, w_hh, layer = _check_layer(w_ih, w_hh, batch_sizes, 3)
+    (x, h0, out, grad_out, grad_hn, grad_x, grad_h0, grad_w_ih, grad_w_hh, grad_b_ih,
+     grad_b_hh) = _backward_arrays(layer, x, h0, out, grad_out, grad_hn, grad_x, grad_h0,
+                                   grad_w_ih, grad_w_hh, (grad_b_ih, grad_b_hh))
+    hidden = layer.hidden
+    workspace = layer.array("workspace", workspace, (layer.rows, 4 * hidden))
+
+    # [d_r, d_z, d_n * r, d_n] [N, 4H]: columns :3H reach W_hh, b_hh; :2H and 3H: W_ih, b_ih
+    grad_gates = DeviceArrays.empty((layer.rows, 4 * hidden), layer.dtype)
+    schedule = _device_schedule(layer.batch_sizes)
+    if hidden:
+        _run_recurrence(gated_kernels.gru_kernels, _BACKWARD,
+                        (grad_out, out, h0, workspace, grad_hn, _transposed(w_hh), grad_gates,
+                         grad_h0, schedule, bool(reverse)),
+                        layer.batch, gru_loops(hidden)[_BACKWARD], layer.dtype)
+    r_z, n = slice(0, 2 * hidden), slice(2 * hidden, 3 * hidden)
+    _add_input_grads(grad_x, accumulate_x, grad_w_ih[r_z], grad_gates[:, r_z], x, w_ih[r_z])
+    _add_input_grads(grad_x, True, grad_w_ih[n], grad_gates[:, 3 * hidden:], x, w_ih[n])
+    _add_recurrent_weight_grad(grad_w_hh, grad_gates[:, :3 * hidden], out, h0, layer, schedule,
+                               reverse)
+    if grad_b_ih is not None:
+        _add_column_sums(grad_gates[:, r_z], grad_b_ih[r_z], grad_b_hh[r_z])
+        _add_column_sums(grad_gates[:, n], grad_b_hh[n])
+        _add_column_sums(grad_gates[:, 3 * hidden:], grad_b_ih[n])
+
+
 rnn_forward = rnn_forward_cuda
 rnn_backward = rnn_backward_cuda
+lstm_forward = lstm_forward_cuda
+lstm_backward = lstm_backward_cuda
+gru_forward = gru_forward_cuda
+gru_backward = gru_backward_cuda

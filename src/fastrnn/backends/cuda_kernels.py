@@ -21,7 +21,14 @@ Why these kernels and no others:
   launch). Both come from one body with a different barrier, because numba launches a kernel
   that contains a grid sync cooperatively, and a cooperative grid is limited to what fits on
   the GPU at once. When a block has more threads than outputs, ``lanes`` threads share one dot
-  product and add their parts through shared memory.
+  product and add their parts through shared memory. That loop is written once, as the
+  device function ``time_loop``, for every cell: the Elman kernels here and the gated cells'
+  (cuda_gated_kernels) only add their maths, as ``finish`` functions that complete one output
+  from its dot products. A gated unit has several weight rows (its gates), read in one pass;
+  LSTM's proj_size adds a second product per step. In shared memory each unit's rows are
+  padded to an odd number of words, so that the 32 threads of a warp, on 32 units at the same
+  k, read 32 different banks (rows padded by one word give an even stride for odd H: one bank).
+  cuda.py's launch plan reaches the kernels as ``layout`` (cuda.RecurrencePlan.layout).
 - ``schedule`` [2, T+1] int64, copied to the device once per call, tells the kernels the packed
   layout: schedule[0, t] = B_t (schedule[0, T] = 0), schedule[1, t] = offset_t (schedule[1, T] = N).
 - ``previous_states``: the state each packed row started from, for dW_hh of a ragged batch
@@ -109,7 +116,7 @@ def fill(out, value):
 
 
 @cuda.jit(device=True)
-def _step_at(schedule, walk_index, backwards):
+def step_at(schedule, walk_index, backwards):
     """(B_t, offset_t) of the step visited at ``walk_index`` of a walk over the schedule's T
     steps (backwards: t = T-1 .. 0); (0, 0) before the walk's start or after its end."""
     steps = schedule.shape[1] - 1
@@ -120,7 +127,16 @@ def _step_at(schedule, walk_index, backwards):
 
 
 @cuda.jit(device=True)
-def _step_of_row(schedule, row):
+def visit_at(schedule, walk_index, backwards):
+    """What a time loop needs at ``walk_index`` of a walk over the steps: (size, offset) of the
+    step visited there, of the step visited just before (the "carried" one) and of the step
+    visited just after ((0, 0) where there is none)."""
+    return (step_at(schedule, walk_index, backwards), step_at(schedule, walk_index - 1, backwards),
+            step_at(schedule, walk_index + 1, backwards))
+
+
+@cuda.jit(device=True)
+def step_of_row(schedule, row):
     """The step t whose rows hold packed row ``row``: offset_t <= row < offset_{t+1}."""
     low, high = 0, schedule.shape[1] - 2
     while low < high:
@@ -140,7 +156,7 @@ def previous_states(out, h0, schedule, reverse, h_prev):
     steps, n = schedule.shape[1] - 1, out.shape[1]
     for e in range(cuda.grid(1), h_prev.shape[0] * n, cuda.gridsize(1)):
         row, k = e // n, e % n
-        t = _step_of_row(schedule, row)
+        t = step_of_row(schedule, row)
         b = row - schedule[1, t]
         previous = t + 1 if reverse else t - 1
         if 0 <= previous < steps and b < schedule[0, previous]:
@@ -150,27 +166,34 @@ def previous_states(out, h0, schedule, reverse, h_prev):
 
 
 @cuda.jit(device=True)
-def _block_barrier():
+def block_barrier():
     cuda.syncthreads()
 
 
 @cuda.jit(device=True)
-def _grid_barrier():
+def grid_barrier():
     cuda.cg.this_grid().sync()
 
 
 @cuda.jit(device=True)
-def _slice_of(index, per_block, total):
+def slice_of(index, per_block, total):
     """(start, length) of block ``index``'s share when blocks take ``per_block`` items each."""
     start = index * per_block
     return start, max(0, min(per_block, total - start))
 
 
 @cuda.jit(device=True)
-def _rows_below(block_rows, size):
+def rows_below(block_rows, size):
     """The part of the block's batch rows (start, count) that lies below ``size``."""
     start, count = block_rows
     return start, max(0, min(count, size - start))
+
+
+@cuda.jit(device=True)
+def chunk_count(rows, units, lanes):
+    """How many passes the block's threads make over its (row, unit) outputs."""
+    per_chunk = cuda.blockDim.x // lanes
+    return (rows[1] * units[1] + per_chunk - 1) // per_chunk
 
 
 # ----------------------------------------------------------------------------- per-dtype kernels
@@ -179,15 +202,16 @@ def column_sums_kernel(dtype):
     zero = np.dtype(dtype).type(0)
 
     @cuda.jit
-    def add_column_sums(g, out_a, out_b):
-        # g [N, H]; out_a, out_b [H]: both += the column sums of g
+    def add_column_sums(g, out_a, out_b, into_both):
+        # g [N, H]; out_a [H] += the column sums of g, and out_b [H] too when into_both
         n = cuda.grid(1)
         if n < g.shape[1]:
             total = zero
             for r in range(g.shape[0]):
                 total += g[r, n]
             out_a[n] += total
-            out_b[n] += total
+            if into_both:
+                out_b[n] += total
 
     return add_column_sums
 
@@ -263,41 +287,59 @@ def gemm_kernel(dtype, tile):
     return gemm
 
 
+def padded_unit_words(unit_words):
+    """The shared-memory stride between the weight rows of neighbouring units: odd, so that
+    the threads of a warp, each on its own unit at the same k, read 32 different banks (cuda.py
+    sizes shared memory with it, the kernels lay rows out with ``unit_stride_on_chip``)."""
+    return unit_words | 1
+
+
+unit_stride_on_chip = cuda.jit(device=True)(padded_unit_words)
+
+
 @functools.lru_cache(maxsize=None)
-def recurrent_kernels(dtype, grid_wide):
-    """(forward, backward) time-loop kernels; ``grid_wide``: blocks own unit slices and meet at
-    a grid barrier each step (cooperative launch), else blocks own whole batch rows."""
-    scalar, zero = np.dtype(dtype).type, np.dtype(dtype).type(0)
-    numba_dtype = from_dtype(np.dtype(dtype))
-    barrier = _grid_barrier if grid_wide else _block_barrier
+def _product_pieces(dtype, gates):
+    """(stage_units, chunk_dots): device functions of a product whose output units take
+    ``gates`` weight rows each. Weights are flat row-major matrices whose rows come unit by
+    unit: unit j's gate g is row j * gates + g."""
+    numba_dtype, zero = from_dtype(np.dtype(dtype)), np.dtype(dtype).type(0)
 
     @cuda.jit(device=True)
-    def activate(a, relu_mode):
-        return scalar(relu(a)) if relu_mode else scalar(tanh(a))
+    def stage_units(weights, units, length, shared_start, on_chip):
+        # weights [U*gates*length]: the rows of units (start, count) as the block reads them,
+        # with the stride between units: a copy in dynamic shared memory from word
+        # shared_start, each unit's rows padded to an odd number of words
+        # (unit_stride_on_chip), or the rows in global memory. The caller syncs the block.
+        first, count = units
+        unit_words = gates * length
+        if on_chip:
+            stride = unit_stride_on_chip(unit_words)
+            shared = cuda.shared.array(0, numba_dtype)
+            staged = shared[shared_start:shared_start + count * stride]
+            for e in range(cuda.threadIdx.x, count * unit_words, cuda.blockDim.x):
+                staged[(e // unit_words) * stride + e % unit_words] = \
+                    weights[first * unit_words + e]
+            return staged, stride
+        return weights[first * unit_words:(first + count) * unit_words], unit_words
 
     @cuda.jit(device=True)
-    def through_activation(upstream, h, relu_mode):
-        """upstream * act'(a), written with h = act(a)."""
-        grad = scalar(relu_grad(h)) if relu_mode else scalar(tanh_grad(h))
-        return upstream * grad
+    def partial_dots(vectors, row, weights, first, length, lane, lanes, dots):
+        # dots[g] += this lane's share of sum_k vectors[row, k] weights[first + g*length + k]
+        for k in range(lane, length, lanes):
+            value = vectors[row, k]
+            for g in range(gates):
+                dots[g] += value * weights[first + g * length + k]
 
     @cuda.jit(device=True)
-    def partial_dot(vectors, row, weights, start, lane, lanes):
-        # vectors [*, n]; weights [*]: this lane's share of sum_k vectors[row, k] weights[start + k]
-        total = zero
-        for k in range(lane, vectors.shape[1], lanes):
-            total += vectors[row, k] * weights[start + k]
-        return total
-
-    @cuda.jit(device=True)
-    def chunk_dot(carried, carried_offset, carried_rows, starts, use_starts, chunk, block_rows,
-                  block_units, weights, row_stride, scratch, lanes):
-        # One chunk of the block's (row, unit) outputs: the dot of row b's previous vector with
-        # unit j's weights (from weights[(j - j0) * row_stride]). Row b's previous vector is
+    def chunk_dots(carried, carried_offset, carried_rows, starts, use_starts, chunk, block_rows,
+                   block_units, weights, stride, length, scratch, lanes, dots):
+        # One chunk of the block's (row, unit) outputs: dots[g] = the dot of row b's vector
+        # (its first ``length`` entries) with unit j's weight row g. Row b's vector is
         # carried[carried_offset + b] when b < carried_rows, else starts[b] (use_starts) or
-        # zero. block_rows = (b0, nb), block_units = (j0, nj). Every thread of the block must
-        # call it (it has barriers). Returns (owner, b, j, dot): owner is True for the one
-        # thread per output that holds the finished sum.
+        # zero. block_rows = (b0, nb), block_units = (j0, nj); weights and the stride between
+        # units as stage_units returns them. Every thread of the block must call it (it may
+        # sync the block). Returns (owner, b, j): owner is True for the one thread per output
+        # that holds the sums.
         b0, nb = block_rows
         j0, nj = block_units
         tid = cuda.threadIdx.x
@@ -306,94 +348,187 @@ def recurrent_kernels(dtype, grid_wide):
         inside = pair < nb * nj
         b = b0 + (pair // nj if inside else 0)
         jj = pair % nj if inside else 0
-        partial = zero
-        start = jj * row_stride
+        for g in range(gates):
+            dots[g] = zero
         if inside and b < carried_rows:
-            partial = partial_dot(carried, carried_offset + b, weights, start, lane, lanes)
+            partial_dots(carried, carried_offset + b, weights, jj * stride, length, lane, lanes,
+                         dots)
         elif inside and use_starts:
-            partial = partial_dot(starts, b, weights, start, lane, lanes)
-        scratch[tid] = partial
-        cuda.syncthreads()
-        total = zero
-        if lane == 0:
-            for i in range(lanes):
-                total += scratch[tid + i]
-        cuda.syncthreads()
-        return inside and lane == 0, b, j0 + jj, total
+            partial_dots(starts, b, weights, jj * stride, length, lane, lanes, dots)
+        if lanes > 1:                  # the same for every thread: the block syncs or none does
+            for g in range(gates):
+                scratch[g * cuda.blockDim.x + tid] = dots[g]
+            cuda.syncthreads()
+            if lane == 0:
+                for g in range(gates):
+                    total = zero
+                    for i in range(lanes):
+                        total += scratch[g * cuda.blockDim.x + tid + i]
+                    dots[g] = total
+            cuda.syncthreads()
+        return inside and lane == 0, b, j0 + jj
+
+    return stage_units, chunk_dots
+
+
+@functools.lru_cache(maxsize=None)
+def step_product(dtype, gates, finish):
+    """A device function ``run`` that every thread of the block calls:
+
+        run(vectors, carried_offset, carried_rows, starts, use_starts, rows, product, cell, visit)
+
+    For every output (b, j) of the block's ``rows`` x the product's units: dots[g] = row b's
+    vector (vectors[carried_offset + b] for b < carried_rows, else starts[b] when use_starts,
+    else zero) . unit j's weight row g; then the thread that holds the sums calls
+    ``finish(cell, visit, b, j, dots)``. product = (units, weights, stride, length, scratch,
+    lanes) as time_loop stages them."""
+    numba_dtype = from_dtype(np.dtype(dtype))
+    _, chunk_dots = _product_pieces(dtype, gates)
 
     @cuda.jit(device=True)
-    def block_setup(weights, rows_per_block, units_per_block, n_rows, n, weights_on_chip):
-        # weights [n*n]: row j holds the weights into unit j. Returns the block's rows and units
-        # ((start, count) each), its reduction scratch [threads], and its weight rows (a shared
-        # copy with padded rows, or the global rows) with their row stride.
-        shared = cuda.shared.array(0, numba_dtype)
-        scratch = shared[:cuda.blockDim.x]
-        rows = _slice_of(cuda.blockIdx.x, rows_per_block, n_rows)     # x: up to 2**31 - 1 blocks
-        units = _slice_of(cuda.blockIdx.y, units_per_block, n)
-        j0, nj = units
-        if weights_on_chip:
-            block_weights = shared[cuda.blockDim.x:cuda.blockDim.x + nj * (n + 1)]
-            for e in range(cuda.threadIdx.x, nj * n, cuda.blockDim.x):
-                block_weights[(e // n) * (n + 1) + e % n] = weights[j0 * n + e]
-            row_stride = n + 1     # padding: threads on neighbouring units hit different banks
+    def run(vectors, carried_offset, carried_rows, starts, use_starts, rows, product, cell,
+            visit):
+        units, weights, stride, length, scratch, lanes = product
+        dots = cuda.local.array(gates, numba_dtype)
+        for chunk in range(chunk_count(rows, units, lanes)):
+            owner, b, j = chunk_dots(vectors, carried_offset, carried_rows, starts, use_starts,
+                                     chunk, rows, units, weights, stride, length, scratch, lanes,
+                                     dots)
+            if owner:
+                finish(cell, visit, b, j, dots)
+
+    return run
+
+
+@cuda.jit(device=True)
+def no_projection(cell, visit, b, j, dots):
+    """The projection step of the cells that have none (never called: no projection units)."""
+
+
+@functools.lru_cache(maxsize=None)
+def time_loop(dtype, gates, grid_wide, backward, finish, finish_projection=no_projection):
+    """The time loop of every time-loop kernel (each cell's kernels only add their maths): a
+    device function ``walk`` that every thread of the kernel calls once,
+
+        walk(vectors, starts, weights, projection_vectors, projection_weights, sizes,
+             schedule, reverse, layout, weights_on_chip, cell)
+
+    It visits the steps in the walk's order: forward, t = 0 .. T-1 (T-1 .. 0 when reverse);
+    backward (``backward``), the forward's walk backwards, then one more visit that only
+    finishes the rows that started at the last step. A visit is ((size, offset) of the step
+    visited, of the "carried" step visited just before (forward: the previous step, whose h
+    the step continues from; backward: the later step, whose dL/dA flows in), of the step
+    visited just after (forward: the next; backward: the earlier)).
+
+    At every visit the STEP PRODUCT (step_product) runs over the block's rows that run there
+    (backward: and those that started at the carried step) and its units, each unit taking
+    ``gates`` rows of ``weights`` [units*gates*length] (row-major, unit by unit): row b's
+    vector is ``vectors``' row of the carried step, or starts[b] (forward: h0; backward:
+    zero); ``finish(cell, visit, b, j, dots)`` finishes output (b, j). With a projection
+    (layout[3] > 0: LSTM's proj_size) a barrier, then the PROJECTION product of the step's
+    rows of ``projection_vectors`` [N, projection length] with ``projection_weights``, one row
+    a unit, finished by ``finish_projection``. A barrier ends each visit: the block's, or the
+    grid's (``grid_wide``: the units are sliced over the blocks).
+
+    sizes = (units, length, projection units, projection length); starts [B, *] (its rows
+    count the batch even where it is not read); layout and weights_on_chip: cuda.py's plan
+    (cuda.RecurrencePlan.layout). The weights' slices are staged in dynamic shared memory
+    after a reduction scratch of threads * gates words when on chip.
+    """
+    stage_units, _ = _product_pieces(dtype, gates)
+    stage_projection, _ = _product_pieces(dtype, 1)
+    numba_dtype = from_dtype(np.dtype(dtype))
+    product = step_product(dtype, gates, finish)
+    projection = step_product(dtype, 1, finish_projection)
+    barrier = grid_barrier if grid_wide else block_barrier
+
+    @cuda.jit(device=True)
+    def walk(vectors, starts, weights, projection_vectors, projection_weights, sizes, schedule,
+             reverse, layout, weights_on_chip, cell):
+        rows_per_block, units_per_block, lanes, projection_per_block, projection_lanes = layout
+        n_units, length, n_projections, projection_length = sizes
+        scratch = cuda.shared.array(0, numba_dtype)[:cuda.blockDim.x * gates]
+        rows = slice_of(cuda.blockIdx.x, rows_per_block, starts.shape[0])  # up to 2**31 - 1
+        units = slice_of(cuda.blockIdx.y, units_per_block, n_units)
+        projections = slice_of(cuda.blockIdx.y, projection_per_block, n_projections)
+        staged, stride = stage_units(weights, units, length, cuda.blockDim.x * gates,
+                                     weights_on_chip)
+        projection_staged, projection_stride = stage_projection(
+            projection_weights, projections, projection_length,
+            cuda.blockDim.x * gates + units[1] * unit_stride_on_chip(gates * length),
+            weights_on_chip)
+        cuda.syncthreads()
+        step = (units, staged, stride, length, scratch, lanes)
+        projected = (projections, projection_staged, projection_stride, projection_length,
+                     scratch, projection_lanes)
+        for walk_index in range(schedule.shape[1] - (0 if backward else 1)):
+            visit = visit_at(schedule, walk_index, reverse != backward)
+            (size, offset), (carried_size, carried_offset), _ = visit
+            running = rows_below(rows, max(size, carried_size) if backward else size)
+            product(vectors, carried_offset, carried_size, starts, not backward, running, step,
+                    cell, visit)
+            if projection_per_block > 0:      # the same for every thread
+                barrier()
+                projection(projection_vectors, offset, size, projection_vectors, False,
+                           rows_below(rows, size), projected, cell, visit)
+            barrier()
+
+    return walk
+
+
+@functools.lru_cache(maxsize=None)
+def recurrent_kernels(dtype, grid_wide):
+    """(forward, backward) time-loop kernels of the Elman cell; ``grid_wide``: blocks own unit
+    slices and meet at a grid barrier each step (cooperative launch), else blocks own whole
+    batch rows (time_loop). ``layout`` is the launch plan's (rows_per_block, units_per_block,
+    lanes, 0, 1) (cuda.RecurrencePlan; no projection)."""
+    scalar = np.dtype(dtype).type
+
+    @cuda.jit(device=True)
+    def finish_forward(cell, visit, b, j, dots):
+        # h_t = act(x W_ih^T + b + h_{t-1} W_hh^T), in place in out; h_n where b ends
+        out, h_n, relu_mode = cell
+        (_, offset), _, (next_size, _) = visit
+        a = out[offset + b, j] + dots[0]
+        h = scalar(relu(a)) if relu_mode else scalar(tanh(a))
+        out[offset + b, j] = h
+        if b >= next_size:                    # sequence b's last step in this walk
+            h_n[b, j] = h
+
+    @cuda.jit(device=True)
+    def finish_backward(cell, visit, b, j, dots):
+        # dL/da_t = (dL/dout_t + dL/dh_t) * act'(a_t), dL/dh_t = dots (dL/da_{t+1} W_hh) or
+        # dL/dh_n where b ends; where b started at the later step, dL/dh_0 = dots
+        grad_out, out, grad_hn, grad_a, grad_h0, relu_mode = cell
+        (size, offset), (later_size, _), _ = visit
+        if b < size:
+            grad_h = dots[0] if b < later_size else grad_hn[b, j]
+            h = out[offset + b, j]
+            slope = scalar(relu_grad(h)) if relu_mode else scalar(tanh_grad(h))
+            grad_a[offset + b, j] = (grad_out[offset + b, j] + grad_h) * slope
         else:
-            block_weights = weights[j0 * n:(j0 + nj) * n]
-            row_stride = n
-        cuda.syncthreads()
-        return rows, units, scratch, block_weights, row_stride
+            grad_h0[b, j] = dots[0]
 
-    @cuda.jit(device=True)
-    def chunk_count(rows, units, lanes):
-        per_chunk = cuda.blockDim.x // lanes
-        return (rows[1] * units[1] + per_chunk - 1) // per_chunk
+    walk_forward = time_loop(dtype, 1, grid_wide, False, finish_forward)
+    walk_backward = time_loop(dtype, 1, grid_wide, True, finish_backward)
 
     @cuda.jit
-    def forward(h0, w_hh, out, h_n, schedule, reverse, relu_mode, rows_per_block,
-                units_per_block, lanes, weights_on_chip):
+    def forward(h0, w_hh, out, h_n, schedule, reverse, relu_mode, layout, weights_on_chip):
         # h0 [B, H]; w_hh [H*H] (row-major W_hh); out [N, H] packed: x W_ih^T + b on entry,
         # h_t on exit; h_n [B, H] written; schedule [2, T+1] int64 (see the module header)
         n = out.shape[1]
-        rows, units, scratch, weights, stride = block_setup(
-            w_hh, rows_per_block, units_per_block, h0.shape[0], n, weights_on_chip)
-        for step in range(schedule.shape[1] - 1):
-            size, offset = _step_at(schedule, step, reverse)
-            previous_size, previous_offset = _step_at(schedule, step - 1, reverse)
-            next_size, _ = _step_at(schedule, step + 1, reverse)
-            active = _rows_below(rows, size)
-            for chunk in range(chunk_count(active, units, lanes)):
-                owner, b, j, dot = chunk_dot(out, previous_offset, previous_size, h0, True, chunk,
-                                             active, units, weights, stride, scratch, lanes)
-                if owner:
-                    h = activate(out[offset + b, j] + dot, relu_mode)
-                    out[offset + b, j] = h
-                    if b >= next_size:            # sequence b's last step in this walk
-                        h_n[b, j] = h
-            barrier()
+        walk_forward(out, h0, w_hh, out, w_hh, (n, n, 0, 0), schedule, reverse, layout,
+                     weights_on_chip, (out, h_n, relu_mode))
 
     @cuda.jit
     def backward(grad_out, out, grad_hn, w_hh_t, grad_a, grad_h0, schedule, reverse, relu_mode,
-                 rows_per_block, units_per_block, lanes, weights_on_chip):
+                 layout, weights_on_chip):
         # grad_out, out [N, H] packed (out: the h_t); grad_hn [B, H]; w_hh_t [H*H] (row-major
         # W_hh^T); grad_a [N, H] written: dL/da_t; grad_h0 [B, H] written: dL/dh_0;
-        # schedule [2, T+1] int64. The walk is the forward's, backwards; each visit reads the
-        # dL/da of the step visited just before (the "later" step, later in the forward).
+        # schedule [2, T+1] int64
         n = out.shape[1]
-        rows, units, scratch, weights, stride = block_setup(
-            w_hh_t, rows_per_block, units_per_block, grad_hn.shape[0], n, weights_on_chip)
-        for step in range(schedule.shape[1]):     # T steps, then one that only ends grad_h0
-            size, offset = _step_at(schedule, step, not reverse)
-            later_size, later_offset = _step_at(schedule, step - 1, not reverse)
-            active = _rows_below(rows, max(size, later_size))
-            for chunk in range(chunk_count(active, units, lanes)):
-                owner, b, j, dot = chunk_dot(grad_a, later_offset, later_size, grad_hn, False,
-                                             chunk, active, units, weights, stride, scratch,
-                                             lanes)
-                if owner and b < size:
-                    grad_h = dot if b < later_size else grad_hn[b, j]    # else: its last step
-                    grad_a[offset + b, j] = through_activation(
-                        grad_out[offset + b, j] + grad_h, out[offset + b, j], relu_mode)
-                elif owner:                       # sequence b started at the later step
-                    grad_h0[b, j] = dot
-            barrier()
+        walk_backward(grad_a, grad_hn, w_hh_t, grad_a, w_hh_t, (n, n, 0, 0), schedule, reverse,
+                      layout, weights_on_chip, (grad_out, out, grad_hn, grad_a, grad_h0,
+                                                relu_mode))
 
     return forward, backward
