@@ -22,8 +22,10 @@ Targets (issue 14): fastrnn >= 4x torch at (96,1,64,64), >= 2x at (100,16,64,64)
 (100,32,256,256) LSTM >= 1.0x and GRU >= 1.2x; every shape with B >= 16 at >= 90% share.
 """
 import argparse
+import os
 import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -166,6 +168,18 @@ def measure(torch, cell, shape, repeats, clock):
     return median
 
 
+def cpu_model():
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cell", nargs="+", choices=sorted(GATES), default=["lstm", "gru"])
@@ -183,11 +197,13 @@ def main(argv=None):
     cpu._rnn_cpu.use_step_kernel(args.variant)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     blas = fastrnn.threads.kernel_blas() or {}
+    print(f"$ {' '.join(sys.argv if argv is None else [sys.argv[0], *argv])}")
     print(f"gated cells, float32, forward + backward of one layer-direction, 1 thread, median of "
-          f"{args.repeats} ({args.clock} clock); CPU {platform.processor() or platform.machine()}"
-          f"; step kernel {cpu.step_kernel_name()}; kernels' BLAS {blas.get('internal_api')} "
-          f"{blas.get('version')} {blas.get('architecture')}; torch {torch.__version__} "
-          f"({torch.backends.cpu.get_cpu_capability()})")
+          f"{args.repeats} ({args.clock} clock); CPU {cpu_model()}, {os.cpu_count()} logical, "
+          f"this process on CPUs {sorted(os.sched_getaffinity(0))}, load average "
+          f"{os.getloadavg()[0]:.1f}; step kernel {cpu.step_kernel_name()}; kernels' BLAS "
+          f"{blas.get('internal_api')} {blas.get('version')} {blas.get('architecture')}; torch "
+          f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
     print(f"{'cell':5s} {'T,B,I,H':16s} {'fastrnn ms':>11s} {'torch ms':>9s} {'torch/fast':>10s} "
           f"{'limit ms':>9s} {'share':>6s} {'torch share':>11s}  targets")
     for shape_text in args.shapes:
