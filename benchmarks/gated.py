@@ -23,7 +23,6 @@ Targets (issue 14): fastrnn >= 4x torch at (96,1,64,64), >= 2x at (100,16,64,64)
 """
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 
 import fastrnn
 from fastrnn.backends import cpu
+from fastrnn.bench import machine
 from fastrnn.bench.limit import ProductCall
 from fastrnn.bench.shapes import Product
 
@@ -168,18 +168,6 @@ def measure(torch, cell, shape, repeats, clock):
     return median
 
 
-def cpu_model():
-    """The CPU's model name (Linux: /proc/cpuinfo), else what platform says."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cell", nargs="+", choices=sorted(GATES), default=["lstm", "gru"])
@@ -199,9 +187,9 @@ def main(argv=None):
     blas = fastrnn.threads.kernel_blas() or {}
     print(f"$ {' '.join(sys.argv if argv is None else [sys.argv[0], *argv])}")
     print(f"gated cells, float32, forward + backward of one layer-direction, 1 thread, median of "
-          f"{args.repeats} ({args.clock} clock); CPU {cpu_model()}, {os.cpu_count()} logical, "
-          f"this process on CPUs {sorted(os.sched_getaffinity(0))}, load average "
-          f"{os.getloadavg()[0]:.1f}; step kernel {cpu.step_kernel_name()}; kernels' BLAS "
+          f"{args.repeats} ({args.clock} clock); CPU {machine.cpu_name()}, {os.cpu_count()} "
+          f"logical, this process on CPUs {machine.allowed_cpus()}, load average "
+          f"{machine.load_average()}; step kernel {cpu.step_kernel_name()}; kernels' BLAS "
           f"{blas.get('internal_api')} {blas.get('version')} {blas.get('architecture')}; torch "
           f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
     print(f"{'cell':5s} {'T,B,I,H':16s} {'fastrnn ms':>11s} {'torch ms':>9s} {'torch/fast':>10s} "
