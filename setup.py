@@ -1,4 +1,5 @@
-"""Builds the Cython kernels in csrc/ into the package's compiled modules (fastrnn._rnn_cpu, ...).
+"""Builds the Cython kernels in csrc/ into the package's compiled modules (fastrnn._rnn_cpu, ...;
+rnn_cpu.pyx includes one .pxi per cell).
 
 Metadata lives in pyproject.toml; this file only declares the extensions, because they need
 numpy's headers and optimisation flags that the kernels rely on to vectorise their loops.
@@ -33,7 +34,7 @@ EXTENSIONS = [
     Extension(
         "fastrnn._rnn_cpu",
         sources=[f"{CSRC}/rnn_cpu.pyx"],
-        depends=glob.glob(f"{CSRC}/*.h") + glob.glob(f"{CSRC}/*.pxd"),
+        depends=glob.glob(f"{CSRC}/*.h") + glob.glob(f"{CSRC}/*.pxd") + glob.glob(f"{CSRC}/*.pxi"),
     ),
 ]
 

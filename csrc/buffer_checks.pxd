@@ -88,7 +88,7 @@ cdef inline int take(object obj, str name, int typenum, int ndim, Py_ssize_t row
     if (ndim == 2 and shape[0] != rows) or shape[ndim - 1] != cols:
         raise ValueError(f"Expected {name} to have shape {dims} = {shape_text(rows, cols, ndim)}, "
                          f"got {(<object>a).shape}")
-    if cols > 1 and strides[ndim - 1] != item:
+    if cols > 1 and rows > 0 and strides[ndim - 1] != item:    # (no element: any strides)
         raise ValueError(f"{name} must have a contiguous last axis ({item}-byte steps), got "
                          f"strides {described.strides}; np.ascontiguousarray makes a contiguous "
                          "copy")
@@ -112,12 +112,12 @@ cdef inline int take(object obj, str name, int typenum, int ndim, Py_ssize_t row
 
 
 cdef inline char* take_optional_vector(object obj, str name, int typenum, Py_ssize_t n,
-                                       bint writeable) except? NULL:
-    """The data of a contiguous [n] float array, or NULL for None."""
+                                       str dims, bint writeable) except? NULL:
+    """The data of a contiguous [n] float array, or NULL for None (dims: e.g. "(4H,)")."""
     cdef rows_view view
     if obj is None:
         return NULL
-    take(obj, name, typenum, 1, 1, n, "(H,)", True, writeable, &view)
+    take(obj, name, typenum, 1, 1, n, dims, True, writeable, &view)
     return view.data
 
 

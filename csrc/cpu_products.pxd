@@ -20,7 +20,8 @@ from activations cimport (relu_f32, relu_f64, relu_grad_f32, relu_grad_f64, tanh
                           tanh_f64, tanh_grad_f32, tanh_grad_f64)
 from step_gemm cimport (STEP_ASSIGN, STEP_PLAIN, STEP_RELU, STEP_RELU_GRAD, STEP_TANH,
                         STEP_TANH_GRAD, alloc_packed, packed_floats, step_kernel)
-from step_jobs cimport rank_k_job, run_rank_k_update, run_step_plan, step_block, step_plan
+from step_jobs cimport (rank_k_job, run_rank_k_update, run_step_plan, step_block, step_operand,
+                        step_plan)
 
 
 cdef struct product_sizes:            # the sizes at which the work changes hands
@@ -117,49 +118,59 @@ cdef inline void apply_epilogue(floating* c, Py_ssize_t ldc, Py_ssize_t m, Py_ss
                           else relu_grad_f64(row[j], h[i * ldh + j]))
 
 
-cdef inline void run_plan_by_blas(const product_config* cfg, const step_plan* plan,
-                                  const floating* w, Py_ssize_t ldw,
-                                  bint w_is_transposed) noexcept nogil:
-    """The rounds of a step plan with B = op(w), each block one BLAS product and a loop."""
+cdef inline void run_plan_by_blas(const product_config* cfg, const step_plan* plan) noexcept nogil:
+    """The rounds of a float64 step plan: each product block one BLAS product and a loop, each
+    cell block its pass over all units."""
     cdef Py_ssize_t r, i
     cdef const step_block* block
+    cdef const step_operand* b
     for r in range(plan.n_rounds):
         for i in range(plan.round_start[r], plan.round_start[r + 1]):
             block = &plan.blocks[i]
             if block.m == 0:
                 continue
+            if block.cell != NULL:
+                plan.cell_pass(block.cell, 0, plan.units)
+                continue
+            b = &plan.operands[block.operand]
             if block.a != NULL:
-                gemm(False, w_is_transposed, block.m, plan.N, plan.K, <const floating*>block.a,
-                     block.lda, w, ldw, 0 if block.epilogue == STEP_ASSIGN else 1,
-                     <floating*>block.c, block.ldc, cfg.sizes.blas_max_dim)
-            apply_epilogue(<floating*>block.c, block.ldc, block.m, plan.N, block.epilogue,
-                           <const floating*>block.h, block.ldh)
+                gemm(False, b.w_is_transposed, block.m, b.N, b.K, <const double*>block.a,
+                     block.lda, <const double*>b.w, b.ldw,
+                     0 if block.epilogue == STEP_ASSIGN else 1, <double*>block.c, block.ldc,
+                     cfg.sizes.blas_max_dim)
+            apply_epilogue(<double*>block.c, block.ldc, block.m, b.N, block.epilogue,
+                           <const double*>block.h, block.ldh)
 
 
-cdef inline int run_plan(const product_config* cfg, step_plan* plan,
-                         const floating* w, Py_ssize_t ldw,   # [N, K] if w_is_transposed,
-                                                              # else [K, N]
-                         bint w_is_transposed, Py_ssize_t total_rows,
-                         int n_threads) except -1 nogil:
-    """Runs the rounds of ``plan`` (its blocks, N, K and n_rounds filled in) with B = op(w):
-    float32 on the step kernel (W packed once, or used in place when the plan has so few rows
-    in all that packing would cost more), on up to n_threads threads; float64 by BLAS."""
-    cdef float* packed = NULL
-    if floating is double:
-        run_plan_by_blas(cfg, plan, w, ldw, w_is_transposed)
-    else:
-        plan.kernel, plan.w, plan.ldw, plan.w_is_transposed = cfg.kernel, w, ldw, w_is_transposed
-        plan.packed = NULL
-        if total_rows > (cfg.sizes.direct_max_rows if w_is_transposed
-                         else cfg.sizes.in_place_max_rows):
-            packed = alloc_packed(packed_floats(plan.K, plan.N, cfg.kernel.panel_width))
-            if packed == NULL:
-                with gil:
-                    raise MemoryError(f"could not allocate the packed {plan.K}x{plan.N} weights")
-            cfg.kernel.pack_panels(w, ldw, plan.K, plan.N, w_is_transposed, packed)
-            plan.packed = packed
+cdef inline int run_plan(const product_config* cfg, step_plan* plan, bint doubles,
+                         Py_ssize_t total_rows, int n_threads) except -1 nogil:
+    """Runs the rounds of ``plan`` (its blocks, operands and cell pass filled in): float32 on the
+    step kernel (each operand packed once, or used in place when the plan has so few rows in
+    all that packing would cost more), on up to n_threads threads; float64 (``doubles``) by
+    BLAS."""
+    cdef step_operand* b
+    cdef int i
+    if doubles:
+        run_plan_by_blas(cfg, plan)
+        return 0
+    plan.kernel = cfg.kernel
+    for i in range(plan.n_operands):
+        plan.operands[i].packed = NULL
+    try:
+        for i in range(plan.n_operands):
+            b = &plan.operands[i]
+            if total_rows > (cfg.sizes.direct_max_rows if b.w_is_transposed
+                             else cfg.sizes.in_place_max_rows):
+                b.packed = alloc_packed(packed_floats(b.K, b.N, cfg.kernel.panel_width))
+                if b.packed == NULL:
+                    with gil:
+                        raise MemoryError(f"could not allocate the packed {b.K}x{b.N} weights")
+                cfg.kernel.pack_panels(<const float*>b.w, b.ldw, b.K, b.N, b.w_is_transposed,
+                                       <float*>b.packed)
         run_step_plan(plan, n_threads)
-        free(packed)
+    finally:
+        for i in range(plan.n_operands):
+            free(<void*>plan.operands[i].packed)
     return 0
 
 
@@ -177,10 +188,14 @@ cdef inline int matmul(const product_config* cfg, Py_ssize_t M, Py_ssize_t N, Py
         return 0
     if floating is float and <double>M * N * K < cfg.sizes.own_max_macs:
         block = step_block(a=a, lda=lda, c=c, ldc=ldc, h=NULL, ldh=0, m=M,
-                           epilogue=STEP_PLAIN if accumulate else STEP_ASSIGN)
+                           epilogue=STEP_PLAIN if accumulate else STEP_ASSIGN, operand=0,
+                           descending=0, cell=NULL)
         round_start[0], round_start[1] = 0, 1
-        plan.N, plan.K, plan.n_rounds, plan.blocks, plan.round_start = N, K, 1, &block, round_start
-        return run_plan(cfg, &plan, w, ldw, w_is_transposed, M, 1)
+        plan.n_rounds, plan.blocks, plan.round_start = 1, &block, round_start
+        plan.n_operands, plan.cell_pass, plan.units, plan.rounds_per_step = 1, NULL, 0, 1
+        plan.operands[0] = step_operand(N=N, K=K, panels=0, packed=NULL, w=w, ldw=ldw,
+                                        w_is_transposed=w_is_transposed)
+        return run_plan(cfg, &plan, False, M, 1)
     gemm(False, w_is_transposed, M, N, K, a, lda, w, ldw, 1 if accumulate else 0, c, ldc,
          cfg.sizes.blas_max_dim)
     return 0

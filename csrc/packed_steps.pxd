@@ -11,7 +11,7 @@
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 
-from step_jobs cimport step_block, step_plan
+from step_jobs cimport step_block, step_operand, step_plan
 
 
 cdef struct packed_walk:
@@ -69,8 +69,9 @@ cdef inline void free_offsets(packed_walk* walk) noexcept nogil:
 
 
 cdef inline int alloc_plan(step_plan* plan, Py_ssize_t n_rounds, Py_ssize_t blocks_per_round,
-                           Py_ssize_t N, Py_ssize_t K) except -1 nogil:
-    """A plan of n_rounds rounds of up to blocks_per_round blocks, B [K, N] (free_plan frees)."""
+                           Py_ssize_t rounds_per_step) except -1 nogil:
+    """A plan of n_rounds rounds of up to blocks_per_round blocks, each time step
+    rounds_per_step rounds, no operands yet (free_plan frees it)."""
     cdef step_block* blocks = <step_block*>malloc(n_rounds * blocks_per_round * sizeof(step_block))
     cdef Py_ssize_t* round_start = <Py_ssize_t*>malloc((n_rounds + 1) * sizeof(Py_ssize_t))
     if blocks == NULL or round_start == NULL:
@@ -78,7 +79,8 @@ cdef inline int alloc_plan(step_plan* plan, Py_ssize_t n_rounds, Py_ssize_t bloc
         free(round_start)
         with gil:
             raise MemoryError(f"could not allocate the plan of {n_rounds} steps")
-    plan.N, plan.K, plan.n_rounds = N, K, n_rounds
+    plan.n_rounds, plan.n_operands, plan.cell_pass, plan.units = n_rounds, 0, NULL, 0
+    plan.rounds_per_step = rounds_per_step
     plan.blocks, plan.round_start = blocks, round_start
     round_start[0] = 0
     return 0
@@ -89,17 +91,42 @@ cdef inline void free_plan(step_plan* plan) noexcept nogil:
     free(<void*>plan.round_start)
 
 
-cdef inline void add_block(step_plan* plan, Py_ssize_t round, const void* a, Py_ssize_t lda,
-                           void* c, Py_ssize_t ldc, const void* h, Py_ssize_t ldh,
-                           Py_ssize_t m, int epilogue) noexcept nogil:
-    """Appends a block of m rows to round ``round`` (the last one begun; nothing if m <= 0):
-    c[m, N] = epilogue(c + a . B), or epilogue(c) for a == NULL."""
+cdef inline int add_operand(step_plan* plan, const void* w, Py_ssize_t ldw, bint w_is_transposed,
+                            Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    """Adds B [K, N] = w^T (w [N, K] rows ldw apart) if w_is_transposed, else w ([K, N]), to the
+    plan's operands (at most MAX_STEP_OPERANDS); returns its index for add_block."""
+    plan.operands[plan.n_operands] = step_operand(N=N, K=K, panels=0, packed=NULL, w=w, ldw=ldw,
+                                                  w_is_transposed=w_is_transposed)
+    plan.n_operands += 1
+    return plan.n_operands - 1
+
+
+cdef inline void append_block(step_plan* plan, Py_ssize_t round, step_block block) noexcept nogil:
+    """Appends ``block`` to round ``round`` (the last one begun) unless it has no rows; its
+    panels run in descending order every other time step."""
     cdef Py_ssize_t* round_start = <Py_ssize_t*>plan.round_start
     cdef Py_ssize_t n = round_start[round + 1]
-    if m > 0:
-        (<step_block*>plan.blocks)[n] = step_block(a=a, lda=lda, c=c, ldc=ldc, h=h, ldh=ldh,
-                                                   m=m, epilogue=epilogue)
+    block.descending = round // plan.rounds_per_step % 2
+    if block.m > 0:
+        (<step_block*>plan.blocks)[n] = block
         round_start[round + 1] = n + 1
+
+
+cdef inline void add_block(step_plan* plan, Py_ssize_t round, const void* a, Py_ssize_t lda,
+                           void* c, Py_ssize_t ldc, const void* h, Py_ssize_t ldh,
+                           Py_ssize_t m, int epilogue, int operand=0) noexcept nogil:
+    """Appends a product block of m rows to round ``round``: c[m, N] = epilogue(c + a . B) with
+    B the plan's operand ``operand``, or epilogue(c) for a == NULL."""
+    append_block(plan, round, step_block(a=a, lda=lda, c=c, ldc=ldc, h=h, ldh=ldh, m=m,
+                                         epilogue=epilogue, operand=operand, descending=0,
+                                         cell=NULL))
+
+
+cdef inline void add_cell_block(step_plan* plan, Py_ssize_t round, const void* rows,
+                                Py_ssize_t m) noexcept nogil:
+    """Appends the plan's cell pass over ``rows`` (an lstm_rows or gru_rows of m rows)."""
+    append_block(plan, round, step_block(a=NULL, lda=0, c=NULL, ldc=0, h=NULL, ldh=0, m=m,
+                                         epilogue=0, operand=0, descending=0, cell=rows))
 
 
 cdef inline void begin_round(step_plan* plan, Py_ssize_t round) noexcept nogil:

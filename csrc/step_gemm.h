@@ -11,6 +11,8 @@
  * threaded) BLAS call: the input projection, dX and grad_h0 of small layers. `rank_k_update`
  * computes the weight gradients of small layers in place, and `direct_gemm` skips packing
  * altogether for calls with so few rows that packing would cost more than it saves.
+ * Each variant also carries the gated cells' elementwise passes (gate_cells.h), which run
+ * between a step's products on the same vectors and the same rational tanh.
  *
  * Why the variants: a portable build cannot assume AVX-512 or AVX2, and `-march=native` would
  * tie the wheel to the build machine. The same plain C (GCC vector extensions, which the
@@ -27,6 +29,7 @@
 #include <string.h>
 
 #include "activations.h"
+#include "gate_cells.h"
 
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -48,6 +51,9 @@ enum {
 #define NV 2
 #define MR 4
 #include "step_gemm_impl.h"
+#define REAL float
+#include "gate_cells_impl.h"
+#undef REAL
 #undef SUFFIX
 #undef VW
 #undef NV
@@ -66,6 +72,9 @@ enum {
 #define NV 2
 #define MR 6
 #include "step_gemm_impl.h"
+#define REAL float
+#include "gate_cells_impl.h"
+#undef REAL
 #undef SUFFIX
 #undef VW
 #undef NV
@@ -83,6 +92,9 @@ enum {
 #define NV 2
 #define MR 8
 #include "step_gemm_impl.h"
+#define REAL float
+#include "gate_cells_impl.h"
+#undef REAL
 #undef SUFFIX
 #undef VW
 #undef NV
@@ -99,7 +111,7 @@ enum {
 typedef void (*step_gemm_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a,
                              ptrdiff_t lda, const float *packed, float *c, ptrdiff_t ldc,
                              int epilogue, const float *h, ptrdiff_t ldh, ptrdiff_t panel_begin,
-                             ptrdiff_t panel_end);
+                             ptrdiff_t panel_end, int descending);
 typedef void (*rank_k_fn)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a, ptrdiff_t lda,
                           const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc,
                           ptrdiff_t panel_begin, ptrdiff_t panel_end);
@@ -120,18 +132,22 @@ typedef struct {
     epilogue_fn epilogue_only;
     direct_gemm_fn direct_gemm;
     pack_fn pack_panels;     /* B into panels of panel_width (see step_gemm_impl.h) */
+    gate_cell_passes cells;  /* the gated cells' elementwise passes (gate_cells.h) */
 } step_kernel;
 
+#define GATE_CELLS(v) \
+    {lstm_forward_cells_##v, lstm_backward_cells_##v, gru_forward_cells_##v, gru_backward_cells_##v}
 static const step_kernel step_kernels[] = {
 #ifdef FASTRNN_X86_VARIANTS
     {"avx512", 32, step_gemm_avx512, rank_k_update_avx512, epilogue_only_avx512,
-     direct_gemm_avx512, pack_panels_avx512},
+     direct_gemm_avx512, pack_panels_avx512, GATE_CELLS(avx512)},
     {"avx2", 16, step_gemm_avx2, rank_k_update_avx2, epilogue_only_avx2, direct_gemm_avx2,
-     pack_panels_avx2},
+     pack_panels_avx2, GATE_CELLS(avx2)},
 #endif
     {"generic", 8, step_gemm_generic, rank_k_update_generic, epilogue_only_generic,
-     direct_gemm_generic, pack_panels_generic},
+     direct_gemm_generic, pack_panels_generic, GATE_CELLS(generic)},
 };
+#undef GATE_CELLS
 static const int n_step_kernels = sizeof(step_kernels) / sizeof(step_kernels[0]);
 static const step_kernel *active_step_kernel = NULL;
 

@@ -1,11 +1,13 @@
 # Declarations of step_gemm.h: the float32 packed-panel products, their variants and packing.
+from gate_cells cimport gate_cell_passes
+
 cdef extern from "step_gemm.h" nogil:
     enum:
         STEP_PLAIN, STEP_TANH, STEP_RELU, STEP_TANH_GRAD, STEP_RELU_GRAD, STEP_ASSIGN
     ctypedef void (*step_gemm_fn)(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
                                   Py_ssize_t lda, const float* packed, float* c, Py_ssize_t ldc,
                                   int epilogue, const float* h, Py_ssize_t ldh,
-                                  Py_ssize_t panel_begin, Py_ssize_t panel_end)
+                                  Py_ssize_t panel_begin, Py_ssize_t panel_end, int descending)
     ctypedef void (*rank_k_fn)(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float* a,
                                Py_ssize_t lda, const float* b, Py_ssize_t ldb, float* c,
                                Py_ssize_t ldc, Py_ssize_t panel_begin, Py_ssize_t panel_end)
@@ -25,6 +27,7 @@ cdef extern from "step_gemm.h" nogil:
         epilogue_fn epilogue_only
         direct_gemm_fn direct_gemm
         pack_fn pack_panels
+        gate_cell_passes cells
     const step_kernel* current_step_kernel()
     int select_step_kernel(const char* name)
     size_t packed_floats(Py_ssize_t K, Py_ssize_t N, Py_ssize_t width)

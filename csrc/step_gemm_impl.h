@@ -173,14 +173,19 @@ static inline __attribute__((always_inline)) void FN(tile)(
     TILE_CASE(2) TILE_CASE(1) }
 
 /* C[M, N] = epilogue(C + A[M, K] . B[K, N]), B packed by pack_panels with this variant's NR,
- * for the column panels [panel_begin, panel_end) only (threads share a step by panels). */
+ * for the column panels [panel_begin, panel_end) only (threads share a step by panels), in
+ * descending order if `descending`: a time loop alternates the order from step to step, so
+ * that the panels a step used last, still in L1 when B is bigger than L1, come first in the
+ * next (at B = 1 each step streams all of W_hh: 12% faster at 64 KB). */
 static void FN(step_gemm)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *a, ptrdiff_t lda,
                           const float *packed, float *c, ptrdiff_t ldc, int epilogue,
                           const float *h, ptrdiff_t ldh, ptrdiff_t panel_begin,
-                          ptrdiff_t panel_end)
+                          ptrdiff_t panel_end, int descending)
 {
-    ptrdiff_t p, i0;
-    for (p = panel_begin; p < panel_end && p * NR < N; p++) {   /* panel outer: it stays in cache */
+    ptrdiff_t q, i0;
+    if (panel_end > (N + NR - 1) / NR) panel_end = (N + NR - 1) / NR;
+    for (q = panel_begin; q < panel_end; q++) {   /* panel outer: it stays in cache */
+        const ptrdiff_t p = descending ? panel_end - 1 - (q - panel_begin) : q;
         const ptrdiff_t ncols = N - p * NR < NR ? N - p * NR : NR;
         const float *panel = packed + p * K * NR;
         for (i0 = 0; i0 < M; i0 += MR) {

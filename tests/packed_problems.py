@@ -2,14 +2,35 @@
 
 The tests build the packed layout themselves (sorted lengths -> batch_sizes, x [N, I], ...),
 so that the compiled kernels are compared with backends/reference.py directly, without the
-layers above them. Also the fixture that runs a test on one step-kernel variant.
+layers above them. Also the fixtures that run a test on one step-kernel variant and on one
+tuning path of the compiled module (every cell's kernel tests use them).
 """
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from helpers import assert_close
+
 STEP_KERNELS = ["avx512", "avx2", "generic"]
+
+LENGTHS = {   # sorted lengths of the batches every cell's kernels are tested on
+    "equal": [4, 4, 4],
+    "ragged": [7, 4, 4, 2, 1],
+    "one": [1],
+    "ties and ones": [6, 6, 3, 3, 1, 1, 1],
+    "staircase": list(range(1, 13)),
+}
+
+PATHS = {   # tuning of the compiled module -> which code every product takes
+    "default": {},
+    "always packed": dict(direct_max_rows=0, in_place_max_rows=0),
+    "W in place": dict(direct_max_rows=10 ** 9, in_place_max_rows=10 ** 9),
+    "BLAS products": dict(own_max_macs=0, rank_k_max_output=0),
+    "BLAS split in pieces of 3": dict(own_max_macs=0, rank_k_max_output=0, blas_max_dim=3),
+    "own products only": dict(own_max_macs=1e18, rank_k_max_output=10 ** 9),
+    "two threads": dict(step_threading_min_macs=0, product_threading_min_macs=0),
+}
 
 
 @pytest.fixture
@@ -23,6 +44,24 @@ def step_kernel(request):
         pytest.skip(str(exc))
     yield request.param
     cpu._rnn_cpu.use_step_kernel(previous)
+
+
+@pytest.fixture
+def tuning(request):
+    """Runs a test with one PATHS entry in force (and two BLAS threads for "two threads")."""
+    import fastrnn
+    from fastrnn.backends import cpu
+    kernels = cpu._rnn_cpu
+    previous = kernels.set_tuning(**PATHS[request.param])
+    try:
+        if request.param == "two threads":
+            with fastrnn.num_threads(2):
+                assert kernels.planned_step_threads(4, 64) == 2
+                yield request.param
+        else:
+            yield request.param
+    finally:
+        kernels.set_tuning(**previous)
 
 
 def batch_sizes_of(lengths):
@@ -93,3 +132,15 @@ def run_layer(backend, p, reverse, relu, half_of_two=False, accumulate_x=False):
     if half_of_two:
         results["untouched half"] = out_buffer[:, :H].copy()
     return results
+
+
+def assert_results_agree(actual, expected, dtype):
+    """{name: result} of run_layer (or gated_problems.run_gated) from two backends agree to the
+    dtype's tolerance, every result finite; "untouched half" must still be all NaN."""
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        if name == "untouched half":
+            assert np.isnan(actual[name]).all(), "the other half of the output was written"
+        else:
+            assert np.isfinite(actual[name]).all(), name
+            assert_close(actual[name], expected[name], dtype), name

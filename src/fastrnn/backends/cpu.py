@@ -3,8 +3,12 @@
 Why so little here: the compiled module meets the backend contract (backends/__init__.py)
 itself. Its entry points check every array they are given (shape, dtype, strides, byte
 order, alignment, writeability, batch_sizes), handle the packed variable-length layout, the
-missing biases and their own scratch memory, so ``rnn_forward``/``rnn_backward`` below ARE
-the compiled functions: no Python runs between fastrnn.functional and the kernels.
+missing biases and their own scratch memory, so ``rnn_forward``/``rnn_backward``,
+``lstm_forward``/``lstm_backward`` and ``gru_forward``/``gru_backward`` below ARE the compiled
+functions: no Python runs between fastrnn.functional and the kernels.
+
+One compiled module holds every cell, so the choices it runs with are one for all cells:
+``use_step_kernel`` (which float32 step-kernel variant runs) and ``_rnn_cpu.set_tuning``.
 
 Threads: the kernels read how many threads SciPy's BLAS has (fastrnn.set_num_threads sets it)
 and share big steps and products among that many; they never change it.
@@ -40,6 +44,10 @@ if _rnn_cpu is not None:
     _rnn_cpu.use_blas_thread_count(_blas.kernel_blas_thread_count_address())
     rnn_forward = rnn_forward_cpu = _rnn_cpu.rnn_forward_cpu
     rnn_backward = rnn_backward_cpu = _rnn_cpu.rnn_backward_cpu
+    lstm_forward = lstm_forward_cpu = _rnn_cpu.lstm_forward_cpu
+    lstm_backward = lstm_backward_cpu = _rnn_cpu.lstm_backward_cpu
+    gru_forward = gru_forward_cpu = _rnn_cpu.gru_forward_cpu
+    gru_backward = gru_backward_cpu = _rnn_cpu.gru_backward_cpu
 
 # OpenBLAS variables read at load time that change the kernels' speed (see above).
 OPENBLAS_LOAD_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_THREAD_TIMEOUT")
@@ -63,6 +71,14 @@ def coretype_report():
 def step_kernel_name():
     """The instruction set the float32 step kernel was compiled for and runs here."""
     return _rnn_cpu.step_kernel_name()
+
+
+def use_step_kernel(name):
+    """Runs every cell's float32 kernels on the step-kernel variant ``name`` ("avx512", "avx2",
+    "generic", or "best": the widest this CPU runs); returns the previous variant's name.
+    ValueError if this CPU cannot run it. For tests and benchmarks (e.g. the AVX2 path on an
+    AVX-512 machine); the default is "best"."""
+    return _rnn_cpu.use_step_kernel(name)
 
 
 def unavailable_reason():
