@@ -114,10 +114,8 @@ def test_matches_torch(mode, backend, config):
 
 @pytest.mark.parametrize("mode", ["LSTM", "GRU"])
 def test_every_backend_with_the_cells_kernels_is_listed(mode):
-    """The reference always has the gated cells; 'cuda' (the simulator in CI) has had them
-    since the gated CUDA kernels merged: neither may silently drop out of the grid."""
-    listed = backends_for(mode)
-    assert "numpy" in listed
+    """The reference always has the gated cells, 'cpu' and 'cuda' (the simulator in CI) have
+    had them since the gated kernels merged: none may silently drop out of the grid."""
     from fastrnn.backends import backend_status
-    if backend_status()["cuda"] is None:
-        assert "cuda" in listed
+    available = [name for name, reason in backend_status().items() if reason is None]
+    assert backends_for(mode) == [name for name in ("numpy", "cpu", "cuda") if name in available]
