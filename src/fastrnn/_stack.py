@@ -53,23 +53,37 @@ States = Union[Any, tuple]      # one state array, or LSTM's pair (h, c)
 
 
 # ----------------------------------------------------------------------------- cells
-# One layer-direction of each cell: ``kernel`` (the backend's <cell>_forward or _backward)
-# called in the backend contract's argument order. h0, h_n,
-# grad_h_n and grad_h0 are the stack's states as the API passes them (h [L*D, B, H], or
-# LSTM's pair (h, c)) and ``s`` picks this layer-direction's row block; ``w`` is
+# One layer-direction of each cell, in the backend contract's argument order. A forward is
+# BOUND once per layer-direction (the kernel, its parameters, direction and nonlinearity) and
+# then called with what changes from call to call: on the microsecond path (a step of a small
+# layer) a Python frame and a few subscripts per layer-direction are all the sharing costs.
+# h0, h_n, grad_h_n and grad_h0 are the stack's states as the API passes them (h [L*D, B, H],
+# or LSTM's pair (h, c)) and ``s`` picks this layer-direction's row block; ``w`` is
 # (w_ih, w_hh, b_ih, b_hh[, w_hr]) as Structure.layer_weights returns it, ``g`` the matching
 # gradient buffers.
-def _rnn_layer_forward(kernel, x, h0, s, w, batch_sizes, reverse, relu, out, h_n, workspace):
-    kernel(x, h0[s], w[0], w[1], w[2], w[3], batch_sizes, reverse, relu, out, h_n[s])
+def _bind_rnn_forward(kernel, s, w, reverse, relu):
+    w_ih, w_hh, b_ih, b_hh = w
+
+    def forward(x, h0, batch_sizes, out, h_n, workspace):
+        kernel(x, h0[s], w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, relu, out, h_n[s])
+    return forward
 
 
-def _lstm_layer_forward(kernel, x, h0, s, w, batch_sizes, reverse, relu, out, h_n, workspace):
-    kernel(x, h0[0][s], h0[1][s], w[0], w[1], w[2], w[3], w[4], batch_sizes, reverse, out,
-           h_n[0][s], h_n[1][s], workspace)
+def _bind_lstm_forward(kernel, s, w, reverse, relu):
+    w_ih, w_hh, b_ih, b_hh, w_hr = w
+
+    def forward(x, h0, batch_sizes, out, h_n, workspace):
+        kernel(x, h0[0][s], h0[1][s], w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, out,
+               h_n[0][s], h_n[1][s], workspace)
+    return forward
 
 
-def _gru_layer_forward(kernel, x, h0, s, w, batch_sizes, reverse, relu, out, h_n, workspace):
-    kernel(x, h0[s], w[0], w[1], w[2], w[3], batch_sizes, reverse, out, h_n[s], workspace)
+def _bind_gru_forward(kernel, s, w, reverse, relu):
+    w_ih, w_hh, b_ih, b_hh = w
+
+    def forward(x, h0, batch_sizes, out, h_n, workspace):
+        kernel(x, h0[s], w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, out, h_n[s], workspace)
+    return forward
 
 
 def _rnn_layer_backward(kernel, x, h0, s, w, batch_sizes, reverse, relu, out, workspace,
@@ -99,7 +113,8 @@ class Cell:
     gates: int             # rows of W_ih and W_hh per hidden unit (torch's gate_size / H)
     workspace: int         # columns per hidden unit that forward keeps for backward, per row
     paired: bool           # whether the state is the pair (h, c)
-    forward: Callable      # one layer-direction forward (see _rnn_layer_forward)
+    bind_forward: Callable  # (kernel, state, weights, reverse, relu) -> one layer-direction's
+                            # forward(x, h0, batch_sizes, out, h_n, workspace); see above
     backward: Callable     # one layer-direction backward
 
     def kernels(self, backend) -> tuple:
@@ -113,10 +128,10 @@ class Cell:
                 and hasattr(backend, self.entry + "_backward"))
 
 
-_ELMAN = Cell("RNN", "rnn", 1, 0, False, _rnn_layer_forward, _rnn_layer_backward)
+_ELMAN = Cell("RNN", "rnn", 1, 0, False, _bind_rnn_forward, _rnn_layer_backward)
 CELLS = {"RNN_TANH": _ELMAN, "RNN_RELU": _ELMAN,
-         "LSTM": Cell("LSTM", "lstm", 4, 5, True, _lstm_layer_forward, _lstm_layer_backward),
-         "GRU": Cell("GRU", "gru", 3, 4, False, _gru_layer_forward, _gru_layer_backward)}
+         "LSTM": Cell("LSTM", "lstm", 4, 5, True, _bind_lstm_forward, _lstm_layer_backward),
+         "GRU": Cell("GRU", "gru", 3, 4, False, _bind_gru_forward, _gru_layer_backward)}
 
 
 def check_mode(mode: str) -> str:
@@ -201,7 +216,9 @@ class Structure:
 
     def state_shapes(self, batch: int) -> tuple:
         """The shape of each state array, [L*D, B, P] (and [L*D, B, H] for LSTM's c)."""
-        return tuple((self.num_states, batch, size) for size in self.state_sizes)
+        if self.cell.paired:
+            return (self.num_states, batch, self.output_size), (self.num_states, batch, self.hidden_size)
+        return ((self.num_states, batch, self.hidden_size),)
 
     def saved_size(self, rows: int) -> int:
         """The number of elements of ``saved`` for ``rows`` (N) packed rows (module header)."""
@@ -327,14 +344,18 @@ def check_cell_kernels(backend, cell: Cell) -> None:
                                  "use backend='numpy' (the reference) or 'auto'")
 
 
-def _layer_arguments(structure, weights):
-    """For each layer, for each direction: (state index, parameters (see
-    Structure.layer_weights), reverse, columns of the layer's [N, D*P] output it writes, or
-    None for all of them)."""
-    D, P = structure.directions, structure.output_size
+def _layer_arguments(structure, weights, backend):
+    """For each layer, for each direction: (its forward, bound to the backend's kernel and its
+    parameters (see Cell.bind_forward), its state index, the columns of the layer's [N, D*P]
+    output it writes, or None for all of them)."""
+    D, P, cell = structure.directions, structure.output_size, structure.cell
+    kernel = cell.kernels(backend)[0]
     return tuple(
-        tuple((layer * D + direction, structure.layer_weights(weights, layer, direction),
-               bool(direction), None if D == 1 else slice(direction * P, (direction + 1) * P))
+        tuple((cell.bind_forward(kernel, layer * D + direction,
+                                 structure.layer_weights(weights, layer, direction),
+                                 bool(direction), structure.relu),
+               layer * D + direction,
+               None if D == 1 else slice(direction * P, (direction + 1) * P))
               for direction in range(D))
         for layer in range(structure.num_layers))
 
@@ -407,10 +428,7 @@ def _check_packed(arrays, structure, x, hx, weights, batch_sizes, masks):
 class _Stack(NamedTuple):
     """What the layer loop needs besides arrays (a Prepared has the same attributes)."""
     backend: Any
-    forward: Callable            # the cell's one layer-direction forward
-    kernel: Callable             # the backend's forward kernel of the cell
-    relu: bool
-    layers: tuple
+    layers: tuple                # see _layer_arguments
     paired: bool                 # whether states are LSTM's pairs
 
 
@@ -448,17 +466,15 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
     saved = arrays.empty((structure.saved_size(N),), dtype) if need_saved else None
     layer_outputs, workspaces = (structure.saved_views(saved, N) if need_saved
                                  else (None, _scratch_workspaces(arrays, structure, N)))
-    cell = structure.cell
-    stack = _Stack(backend, cell.forward, cell.kernels(backend)[0], structure.relu,
-                   _layer_arguments(structure, weights), cell.paired)
+    stack = _Stack(backend, _layer_arguments(structure, weights, backend), structure.cell.paired)
     _stack_forward(stack, x, h0, batch_sizes, masks, layer_outputs, workspaces, output, finals)
     return output, finals, saved
 
 
 def _new_states(arrays, structure, batch, make):
     """Fresh states for ``batch`` sequences made by ``make`` (arrays.zeros, arrays.empty)."""
-    return structure.public(tuple(make(shape, structure.dtype)
-                                  for shape in structure.state_shapes(batch)))
+    shapes, dtype = structure.state_shapes(batch), structure.dtype
+    return (make(shapes[0], dtype), make(shapes[1], dtype)) if len(shapes) == 2 else make(shapes[0], dtype)
 
 
 def _scratch_workspaces(arrays, structure, rows):
@@ -473,7 +489,7 @@ def _stack_forward(stack, x, h0, batch_sizes, masks, layer_outputs, workspaces, 
     h_n are states as the API passes them; each layer but the last writes ``layer_outputs[layer]``
     (or a scratch buffer when None), the last one ``output``; ``workspaces[state]`` is each
     layer-direction's workspace (None: the cell has none). B == 0 runs no kernel."""
-    forward, kernel, relu, layers = stack.forward, stack.kernel, stack.relu, stack.layers
+    layers = stack.layers
     arrays, last = stack.backend.ARRAYS, len(layers) - 1
     run = (h0[0] if stack.paired else h0).shape[1] > 0
     layer_input = x
@@ -484,9 +500,9 @@ def _stack_forward(stack, x, h0, batch_sizes, masks, layer_outputs, workspaces, 
             layer_output = layer_outputs[layer]
         else:
             layer_output = arrays.empty(output.shape, output.dtype)
-        for state, weights, reverse, columns in directions:
+        for forward, state, columns in directions:
             if run:
-                forward(kernel, layer_input, h0, state, weights, batch_sizes, reverse, relu,
+                forward(layer_input, h0, batch_sizes,
                         layer_output if columns is None else layer_output[:, columns], h_n,
                         None if workspaces is None else workspaces[state])
         layer_input = layer_output if masks is None or layer == last else arrays.multiply(layer_output, masks[layer])
@@ -510,12 +526,13 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
         check_cell_kernels(backend, structure.cell)
     N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
     h0 = _new_states(arrays, structure, B, arrays.zeros) if hx is None else hx
-    grad_finals = _new_states(arrays, structure, B, arrays.zeros)
-    if grad_h_n is not None:
-        given = _state_tuple(structure, grad_h_n, "grad_h_n", members_may_be_none=True)
-        grad_finals = structure.public(tuple(
-            zero if grad is None else grad
-            for grad, zero in zip(given, _state_tuple(structure, grad_finals, "zeros"))))
+    if grad_h_n is None:
+        grad_finals = _new_states(arrays, structure, B, arrays.zeros)
+    elif structure.cell.paired:               # either member may be None: zeros
+        grad_finals = tuple(arrays.zeros(shape, dtype) if grad is None else grad
+                            for grad, shape in zip(grad_h_n, structure.state_shapes(B)))
+    else:
+        grad_finals = grad_h_n
     grads = [None if w is None else arrays.zeros(w.shape, dtype) for w in weights] if grads is None else grads
     grad_h0 = _new_states(arrays, structure, B, arrays.zeros)
     layer_outputs, workspaces = (structure.saved_views(saved, N) if saved is not None

@@ -25,6 +25,7 @@ and its backward; the layers check that for their own (see _parameters.py).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -75,21 +76,20 @@ class Prepared:
     layer's kernel arguments ready to pass (see _layer_arguments), so that a call does no
     bookkeeping of its own. Pickles by its three defining fields."""
     __slots__ = ("structure", "backend_name", "weights", "backend", "layers", "native",
-                 "on_host", "input_size", "num_states", "width", "relu", "stacked", "forward",
-                 "kernel", "paired", "state_sizes", "workspace_width")
+                 "on_host", "input_size", "num_states", "width", "relu", "stacked", "paired",
+                 "state_sizes", "workspace_width")
 
     def __init__(self, structure: Structure, backend_name: str, weights: tuple):
         self.structure, self.backend_name, self.weights = structure, backend_name, tuple(weights)
         self.backend = load_backend(backend_name)
         check_cell_kernels(self.backend, structure.cell)
-        self.layers = _layer_arguments(structure, self.weights)
+        self.layers = _layer_arguments(structure, self.weights, self.backend)
         # what every call reads, as plain attributes (a call's checks are a few comparisons)
         self.native = _checks.NATIVE_DTYPES[structure.dtype]
         self.on_host = self.backend.ARRAYS is HostArrays
         self.input_size, self.num_states = structure.input_size, structure.num_states
         self.width, self.stacked = structure.layer_width, structure.num_layers > 1
-        self.forward, self.relu = structure.cell.forward, structure.relu
-        self.kernel = structure.cell.kernels(self.backend)[0]
+        self.relu = structure.relu
         self.paired, self.state_sizes = structure.cell.paired, structure.state_sizes
         self.workspace_width = structure.workspace_width
 
@@ -229,15 +229,19 @@ def _reorder_states(arrays, states, order):
 def _states_in(arrays, states, layout, shapes):
     """The caller's state arrays (a tuple) as sorted, contiguous [L*D, B, *] arrays."""
     order = None if layout.packing is None else layout.packing.sorted_indices
-    return tuple(_reorder_states(arrays, arrays.contiguous(state).reshape(shape), order)
-                 for state, shape in zip(states, shapes))
+    result = []          # loops rather than comprehensions here: these run on every call
+    for state, shape in zip(states, shapes):
+        result.append(_reorder_states(arrays, arrays.contiguous(state).reshape(shape), order))
+    return tuple(result)
 
 
 def _states_out(arrays, states, layout, shapes):
     """Sorted [L*D, B, *] arrays (a tuple) in the caller's order and shapes."""
     order = None if layout.packing is None else layout.packing.unsorted_indices
-    return tuple(_reorder_states(arrays, state, order).reshape(shape)
-                 for state, shape in zip(states, shapes))
+    result = []
+    for state, shape in zip(states, shapes):
+        result.append(_reorder_states(arrays, state, order).reshape(shape))
+    return tuple(result)
 
 
 def _caller_states(arrays, structure, states, what):
@@ -282,7 +286,7 @@ def _copy(arrays, a):
 
 
 def _to_host_states(arrays, states):
-    return tuple(arrays.to_host(state) for state in states)
+    return tuple(map(arrays.to_host, states))
 
 
 _FORWARD_PARAMETERS = """
@@ -416,7 +420,7 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
 
     direct = out is not None and not need_backward and layout.plain and _is_kernel_buffer(arrays, out)
     output = out.reshape(N, output_shape[-1]) if direct else arrays.empty((N, output_shape[-1]), dtype)
-    h_n = tuple(arrays.empty(shape, dtype) for shape in sorted_shapes)
+    h_n = _state_tuple(structure, _new_states(arrays, structure, layout.batch, arrays.empty), "h_n")
     saved = arrays.empty((structure.saved_size(N),), dtype) if need_backward else None
     layer_outputs, workspaces = (structure.saved_views(saved, N) if need_backward
                                  else (None, _scratch_workspaces(arrays, structure, N)))
@@ -431,7 +435,7 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
         if out is None and layout.plain and not (on_host and arrays is not HostArrays):
             user_output = _copy(arrays, user_output)   # the caller's; `output` is the context's
         owned_h0 = None if h0 is None else structure.public(
-            tuple(_owned(arrays, h, caller) for h, caller in zip(h0, caller_states)))
+            tuple(map(functools.partial(_owned, arrays), h0, caller_states)))
         context = Context(prepared.backend_name, structure, prepared.weights, layout,
                           _owned(arrays, x_packed, caller_x), owned_h0, batch_sizes, masks,
                           saved, output, output_shape, caller_shapes)
