@@ -112,10 +112,7 @@ def check_input(cell, x, hx, input_size, num_states, state_sizes, batch_first):
                              f"({hx[0].ndim}-D, {hx[1].ndim}-D) tensors")
         raise ShapeError(f"For {kind} input, hx should also be {x.ndim}-D but got "
                          f"{hx[0].ndim}-D tensor")
-    shape = tuple(x.shape)      # a plain tuple whatever the array type (device arrays too)
-    if shape[-1] != input_size:
-        raise ShapeError(f"input.size(-1) must be equal to input_size. "
-                         f"Expected {input_size}, got {shape[-1]}")
+    shape = _checked_input_size(x, input_size)
     batch = (shape[0] if batch_first else shape[1]) if batched else 1
     for index, (state, size) in enumerate(zip(hx or (), state_sizes)):
         state_shape = tuple(state.shape)
@@ -132,11 +129,17 @@ def check_step_input(cell, x, input_size):
     if x.ndim not in (1, 2):
         raise ShapeError(f"{cell}.step: Expected input to be 1D [input_size] or 2D "
                          f"[batch, input_size], got {x.ndim}D tensor instead")
-    shape = tuple(x.shape)      # a plain tuple whatever the array type (device arrays too)
+    shape = _checked_input_size(x, input_size)
+    return 1 if x.ndim == 1 else shape[0]
+
+
+def _checked_input_size(x, input_size):
+    """x's shape as a plain tuple (device arrays too), after torch's check of its last size."""
+    shape = tuple(x.shape)
     if shape[-1] != input_size:
         raise ShapeError(f"input.size(-1) must be equal to input_size. "
                          f"Expected {input_size}, got {shape[-1]}")
-    return 1 if x.ndim == 1 else shape[0]
+    return shape
 
 
 def check_same_shape(what, array, expected_shape):
