@@ -6,7 +6,6 @@ listed for a cell when it is available and has that cell's kernels (``<cell>_for
 counted; ``python -m pytest --collect-only -q tests/test_lstm_gru_vs_torch.py`` shows which
 ran.
 """
-import numpy as np
 
 import fastrnn
 from fastrnn import functional
@@ -61,3 +60,22 @@ def torch_twin(layer):
     module = getattr(torch.nn, layer.mode)(layer.input_size, layer.hidden_size, **kwargs)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
     return module
+
+
+def torch_forward(module, x, initial, lengths, batch_first):
+    """(padded output, final state) of a torch recurrent module on tensor ``x``: packed with
+    pack_padded_sequence (unsorted lengths allowed) when ``lengths`` is not None."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    if lengths is None:
+        return module(x, initial)
+    packed = pack_padded_sequence(x, torch_lengths(lengths), batch_first=batch_first,
+                                  enforce_sorted=False)
+    out_packed, final = module(packed, initial)
+    steps = x.shape[1] if batch_first else x.shape[0]
+    out, _ = pad_packed_sequence(out_packed, batch_first=batch_first, total_length=steps)
+    return out, final
+
+
+def torch_lengths(lengths):
+    import torch
+    return torch.as_tensor(list(lengths))

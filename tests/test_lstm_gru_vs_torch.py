@@ -16,11 +16,10 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from cell_cases import backends_for, make_layer, members, random_states, torch_twin
+from cell_cases import backends_for, make_layer, members, random_states, torch_forward, torch_twin
 from helpers import assert_close, random_array
 
 torch = pytest.importorskip("torch")
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 T, B, I, H, P = 6, 5, 3, 4, 2
 LENGTHS = [4, 6, 1, 3, 4]                 # unsorted, a tie, a full-length one and a 1
@@ -66,13 +65,7 @@ def torch_run(module, x, hx, lengths, grad_out, grad_hn, batch_first):
     x_t = torch.from_numpy(x).requires_grad_(True)
     states = [torch.from_numpy(s).requires_grad_(True) for s in members(hx)]
     initial = tuple(states) if len(states) == 2 else states[0]
-    if lengths is None:
-        out, final = module(x_t, initial)
-    else:
-        packed = pack_padded_sequence(x_t, torch.tensor(lengths), batch_first=batch_first,
-                                      enforce_sorted=False)
-        out_packed, final = module(packed, initial)
-        out, _ = pad_packed_sequence(out_packed, batch_first=batch_first, total_length=T)
+    out, final = torch_forward(module, x_t, initial, lengths, batch_first)
     final = list(final) if isinstance(final, tuple) else [final]
     loss = (out * torch.from_numpy(grad_out)).sum()
     loss = loss + sum((f * torch.from_numpy(g)).sum() for f, g in zip(final, members(grad_hn)))
