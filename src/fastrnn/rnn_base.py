@@ -191,7 +191,8 @@ class RNNBase(ParameterStore):
 
     def _prepared_for(self, input) -> Prepared:
         """The parameters checked and laid out for the backend that runs ``input``; redone
-        only when the backend or a setting changed."""
+        only when the backend or a setting changed (a setting resets ``_prepared``; with a
+        fixed backend the callers reuse it without calling this)."""
         name = self._backend if self._backend != "auto" else resolve_backend_name("auto", input, self.mode)
         prepared = self._prepared
         if prepared is None or prepared.backend_name != name:
@@ -218,7 +219,9 @@ class RNNBase(ParameterStore):
         ``fastrnn.no_grad()`` nothing is kept for backward.
         """
         with self._lock:
-            prepared = self._prepared_for(input)
+            prepared = self._prepared
+            if prepared is None or prepared.backend_name != self._backend:   # else: as kept
+                prepared = self._prepared_for(input)
             if not is_grad_enabled():
                 self._local.kept = None          # nothing to backpropagate after this call
                 if lengths is None and out is None and not self._batch_first:
@@ -251,7 +254,9 @@ class RNNBase(ParameterStore):
                 raise ValueError(f"step() runs one time step forward; a bidirectional "
                                  f"{type(self).__name__}'s reverse direction needs the whole "
                                  "sequence first: call the layer on the sequence instead")
-            prepared = self._prepared_for(input)
+            prepared = self._prepared
+            if prepared is None or prepared.backend_name != self._backend:   # else: as kept
+                prepared = self._prepared_for(input)
             if not (self.training and self._dropout > 0 and self._num_layers > 1):
                 result = _ready_step(prepared, input, hx, out)      # the microsecond path
                 if result is not None:
