@@ -118,7 +118,8 @@ def check_input(cell, x, hx, input_size, num_states, state_sizes, batch_first):
         state_shape = tuple(state.shape)
         got = state_shape if batched else (state_shape[0], 1) + state_shape[1:]
         if got != (num_states, batch, size):
-            raise ShapeError(hidden_size_message(index, len(hx) == 2, (num_states, batch, size), got))
+            raise ShapeError(hidden_size_message(index, len(hx) == 2, (num_states, batch, size),
+                                                 got))
     steps = shape[1] if (batched and batch_first) else shape[0]
     if steps == 0:
         raise ShapeError("Expected sequence length to be larger than 0 in RNN")

@@ -217,7 +217,8 @@ class Structure:
     def state_shapes(self, batch: int) -> tuple:
         """The shape of each state array, [L*D, B, P] (and [L*D, B, H] for LSTM's c)."""
         if self.cell.paired:
-            return (self.num_states, batch, self.output_size), (self.num_states, batch, self.hidden_size)
+            return ((self.num_states, batch, self.output_size),
+                    (self.num_states, batch, self.hidden_size))
         return ((self.num_states, batch, self.hidden_size),)
 
     def saved_size(self, rows: int) -> int:
@@ -474,7 +475,9 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
 def _new_states(arrays, structure, batch, make):
     """Fresh states for ``batch`` sequences made by ``make`` (arrays.zeros, arrays.empty)."""
     shapes, dtype = structure.state_shapes(batch), structure.dtype
-    return (make(shapes[0], dtype), make(shapes[1], dtype)) if len(shapes) == 2 else make(shapes[0], dtype)
+    if len(shapes) == 2:
+        return make(shapes[0], dtype), make(shapes[1], dtype)
+    return make(shapes[0], dtype)
 
 
 def _scratch_workspaces(arrays, structure, rows):
@@ -533,11 +536,13 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
                             for grad, shape in zip(grad_h_n, structure.state_shapes(B)))
     else:
         grad_finals = grad_h_n
-    grads = [None if w is None else arrays.zeros(w.shape, dtype) for w in weights] if grads is None else grads
+    if grads is None:
+        grads = [arrays.zeros(w.shape, dtype) for w in weights]
     grad_h0 = _new_states(arrays, structure, B, arrays.zeros)
     layer_outputs, workspaces = (structure.saved_views(saved, N) if saved is not None
                                  else (None, None))
-    cell, D, P, L = structure.cell, structure.directions, structure.output_size, structure.num_layers
+    cell, D, P = structure.cell, structure.directions, structure.output_size
+    L = structure.num_layers
     kernel = cell.kernels(backend)[1]
     grad_layer_output = grad_output
     for layer in reversed(range(L)):

@@ -44,7 +44,8 @@ from .packing import equal_batch_sizes, plan_packing
 
 __all__ = [  # the packed level (see _stack.py) and the caller's level
     "CELLS", "MODES", "Cell", "States", "Structure", "backend_runs", "backward_packed",
-    "check_batch_sizes", "check_cell_kernels", "check_mode", "check_parameters", "forward_packed", "parameter_names",
+    "check_batch_sizes", "check_cell_kernels", "check_mode", "check_parameters",
+    "forward_packed", "parameter_names",
     "parameter_shapes", "read_structure", "Prepared", "prepare_weights", "resolve_backend_name",
     "dropout_masks", "Context", "rnn_forward", "lstm_forward", "gru_forward", "forward_prepared",
     "step_prepared", "rnn_backward", "lstm_backward", "gru_backward", "zero_grads"]
@@ -368,10 +369,10 @@ lstm_forward.__doc__ = """Run a (stacked, optionally bidirectional, optionally p
 
     Parameters
     ----------""" + _FORWARD_PARAMETERS.format(
-    projection=" and the projection (weight_hr_l*, [P, H])",
-    hx="the pair (h_0 [L*D, B, P], c_0 [L*D, B, H]) ([L*D, P], [L*D, H] unbatched); P = H "
-       "without a projection", final="(h_n, c_n)", P="P",
-    final_doc="(h_n, c_n) like hx")
+    projection=" and the projection\n        (weight_hr_l*, [P, H])",
+    hx="the pair (h_0 [L*D, B, P], c_0 [L*D, B, H]) ([L*D, P], [L*D, H]\n        unbatched; P = H "
+       "without a projection)", final="(h_n, c_n)", P="P",
+    final_doc="\n    (h_n, c_n) like hx")
 
 gru_forward.__doc__ = """Run a (stacked, optionally bidirectional) GRU over ``x``, torch's
     gate order r, z, n with b_hn inside the reset gate:
@@ -596,7 +597,8 @@ def step_prepared(prepared: Prepared, input, hx=None, *, out=None, dropout: floa
     public = structure.public
     masks = None
     if training and dropout > 0 and L > 1:
-        masks = arrays.asarray(dropout_masks(rng, (L - 1, batch, structure.output_size), dropout, dtype))
+        shape = (L - 1, batch, structure.output_size)
+        masks = arrays.asarray(dropout_masks(rng, shape, dropout, dtype))
     _stack_forward(prepared, arrays.contiguous(x).reshape(batch, structure.input_size),
                    public(h0), equal_batch_sizes(batch, 1), masks, None,
                    _scratch_workspaces(arrays, structure, batch),
@@ -691,7 +693,8 @@ def _backward(context, grad_output, grad_h_n, grads, caller, cells):
         given = _state_tuple(structure, grad_h_n, "grad_h_n", members_may_be_none=True)
         names = ("grad_h_n",) if len(given) == 1 else ("grad_h_n[0]", "grad_h_n[1]")
         grad_finals = []
-        for name, grad, caller_shape, shape in zip(names, given, context.state_shapes, sorted_shapes):
+        for name, grad, caller_shape, shape in zip(names, given, context.state_shapes,
+                                                    sorted_shapes):
             if grad is None:
                 grad_finals.append(None)
                 continue
@@ -744,8 +747,8 @@ def gru_backward(context: Context, grad_output: ArrayLike, grad_h_n: Optional[Ar
 rnn_backward.__doc__ = _BACKWARD_DOC.format(forward="rnn_forward", final="h_n", pair_none="",
                                             grad_hx="one array")
 lstm_backward.__doc__ = _BACKWARD_DOC.format(
-    forward="lstm_forward", final="(h_n, c_n)", pair_none="; either member of the pair may "
-    "be None too", grad_hx="the pair (grad_h_0, grad_c_0)")
+    forward="lstm_forward", final="(h_n, c_n)", pair_none=";\n    either member of the pair "
+    "may be None too", grad_hx="the pair (grad_h_0, grad_c_0)")
 gru_backward.__doc__ = _BACKWARD_DOC.format(forward="gru_forward", final="h_n", pair_none="",
                                             grad_hx="one array")
 

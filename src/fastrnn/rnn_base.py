@@ -128,8 +128,10 @@ class RNNBase(ParameterStore):
                          doc="Width of LSTM's projected h (0: none; always 0 for RNN, GRU).")
     dtype = property(lambda self: self._dtype, doc="'float32' or 'float64' (fixed).")
 
-    batch_first = Setting(_checked_batch_first, "Whether input and output are [B, T, F]; may be changed.")
-    dropout = Setting(_checked_dropout, "Dropout between layers in training; may be changed (checked).")
+    batch_first = Setting(_checked_batch_first,
+                          "Whether input and output are [B, T, F]; may be changed.")
+    dropout = Setting(_checked_dropout,
+                      "Dropout between layers in training; may be changed (checked).")
 
     @property
     def backend(self) -> str:
@@ -193,7 +195,9 @@ class RNNBase(ParameterStore):
         """The parameters checked and laid out for the backend that runs ``input``; redone
         only when the backend or a setting changed (a setting resets ``_prepared``; with a
         fixed backend the callers reuse it without calling this)."""
-        name = self._backend if self._backend != "auto" else resolve_backend_name("auto", input, self.mode)
+        name = self._backend
+        if name == "auto":
+            name = resolve_backend_name("auto", input, self.mode)
         prepared = self._prepared
         if prepared is None or prepared.backend_name != name:
             self._place_parameters(load_backend(name))
