@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import fastrnn
+from cell_cases import torch_forward
 from helpers import assert_close, random_array
 
 torch = pytest.importorskip("torch")
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 BACKENDS = ["numpy", "cpu"]    # cpu: ragged batches need the ragged kernels (kernel branch)
 GRID = list(itertools.product([1, 2], [False, True], [False, True], ["tanh", "relu"],
@@ -25,11 +25,7 @@ def torch_run(layer, x, hx, lengths, grad_out, grad_hn, batch_first):
     """torch.nn.RNN on the packed batch: padded output, h_n and every gradient, as NumPy."""
     x_t = torch.from_numpy(x).requires_grad_(True)
     hx_t = torch.from_numpy(hx).requires_grad_(True)
-    packed = pack_padded_sequence(x_t, torch.tensor(lengths), batch_first=batch_first,
-                                  enforce_sorted=False)
-    out_packed, h_n = layer(packed, hx_t)
-    steps = x.shape[1] if batch_first else x.shape[0]
-    out, _ = pad_packed_sequence(out_packed, batch_first=batch_first, total_length=steps)
+    out, h_n = torch_forward(layer, x_t, hx_t, lengths, batch_first)
     loss = (out * torch.from_numpy(grad_out)).sum() + (h_n * torch.from_numpy(grad_hn)).sum()
     loss.backward()
     grads = {name: p.grad.numpy() for name, p in layer.named_parameters()}

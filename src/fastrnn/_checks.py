@@ -81,28 +81,66 @@ def check_array_dtype(what, array, dtype):
                         f"Convert it with .astype(np.{dtype}){alternative}.")
 
 
-def check_input(x, hx, input_size, num_states, hidden_size, batch_first):
-    """torch.nn.RNN.forward's checks of ``input`` and ``hx``, in torch's order."""
+def check_proj_size(proj_size, hidden_size):
+    """torch.nn.LSTM's checks of ``proj_size`` (0: no projection), with its messages."""
+    if not isinstance(proj_size, numbers.Integral) or isinstance(proj_size, bool):
+        raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__}")
+    if proj_size < 0:
+        raise ValueError("proj_size should be a positive integer or zero to disable projections")
+    if proj_size >= hidden_size:
+        raise ValueError("proj_size has to be smaller than hidden_size")
+
+
+def hidden_size_message(index, paired, expected, got):
+    """torch's message for a state of the wrong shape (LSTM names hidden[0] and hidden[1])."""
+    which = f"hidden[{index}]" if paired else "hidden"
+    return f"Expected {which} size {tuple(expected)}, got {list(got)}"
+
+
+def check_input(cell, x, hx, input_size, num_states, state_sizes, batch_first):
+    """torch's forward checks of ``input`` and ``hx`` (None, or a tuple of state arrays: (h,),
+    or LSTM's (h, c)), in torch's order and with its messages for ``cell`` ('RNN', 'LSTM',
+    'GRU'), which differ by a word here and there."""
     if x.ndim not in (2, 3):
-        raise ShapeError(f"RNN: Expected input to be 2D or 3D, got {x.ndim}D tensor instead")
+        tensor = " tensor" if cell == "RNN" else ""
+        raise ShapeError(f"{cell}: Expected input to be 2D or 3D, got {x.ndim}D{tensor} instead")
     batched = x.ndim == 3
-    if hx is not None and hx.ndim != x.ndim:
+    if hx is not None and any(h.ndim != x.ndim for h in hx):
         kind = "batched 3-D" if batched else "unbatched 2-D"
-        raise ShapeError(f"For {kind} input, hx should also be {x.ndim}-D but got {hx.ndim}-D tensor")
-    shape = tuple(x.shape)      # a plain tuple whatever the array type (device arrays too)
-    if shape[-1] != input_size:
-        raise ShapeError(f"input.size(-1) must be equal to input_size. "
-                         f"Expected {input_size}, got {shape[-1]}")
+        if len(hx) == 2:
+            raise ShapeError(f"For {kind} input, hx and cx should also be {x.ndim}-D but got "
+                             f"({hx[0].ndim}-D, {hx[1].ndim}-D) tensors")
+        raise ShapeError(f"For {kind} input, hx should also be {x.ndim}-D but got "
+                         f"{hx[0].ndim}-D tensor")
+    shape = _checked_input_size(x, input_size)
     batch = (shape[0] if batch_first else shape[1]) if batched else 1
-    if hx is not None:
-        expected = (num_states, batch, hidden_size)
-        hx_shape = tuple(hx.shape)
-        got = hx_shape if batched else (hx_shape[0], 1) + hx_shape[1:]
-        if got != expected:
-            raise ShapeError(f"Expected hidden size {expected}, got {list(got)}")
+    for index, (state, size) in enumerate(zip(hx or (), state_sizes)):
+        state_shape = tuple(state.shape)
+        got = state_shape if batched else (state_shape[0], 1) + state_shape[1:]
+        if got != (num_states, batch, size):
+            raise ShapeError(hidden_size_message(index, len(hx) == 2, (num_states, batch, size),
+                                                 got))
     steps = shape[1] if (batched and batch_first) else shape[0]
     if steps == 0:
         raise ShapeError("Expected sequence length to be larger than 0 in RNN")
+
+
+def check_step_input(cell, x, input_size):
+    """The batch size of a step's input [B, I] or [I] (1), after checking it."""
+    if x.ndim not in (1, 2):
+        raise ShapeError(f"{cell}.step: Expected input to be 1D [input_size] or 2D "
+                         f"[batch, input_size], got {x.ndim}D tensor instead")
+    shape = _checked_input_size(x, input_size)
+    return 1 if x.ndim == 1 else shape[0]
+
+
+def _checked_input_size(x, input_size):
+    """x's shape as a plain tuple (device arrays too), after torch's check of its last size."""
+    shape = tuple(x.shape)
+    if shape[-1] != input_size:
+        raise ShapeError(f"input.size(-1) must be equal to input_size. "
+                         f"Expected {input_size}, got {shape[-1]}")
+    return shape
 
 
 def check_same_shape(what, array, expected_shape):

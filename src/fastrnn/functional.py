@@ -1,32 +1,31 @@
-"""The RNN on plain arrays: stacks layer-direction kernels into a full multi-layer RNN.
+"""The recurrent layers on plain arrays: what the layers (fastrnn.RNN, LSTM, GRU) and users call.
 
-Why here: everything a backend should not have to know lives in this one place. Two levels:
+Why here: everything about the caller's arrays lives in this one place, for every cell:
+checks in torch's words, ``batch_first`` and unbatched input, ``lengths`` (sorting and
+packing, the caller's order restored), drawing the dropout masks, picking the backend, the
+LSTM's state pair. Below it is the stack over PACKED sequences (``_stack.py``, re-exported
+here: ``Structure``, ``forward_packed``, ``backward_packed``, ``parameter_names``, ...; its
+header describes the cells, the weights' order and what forward saves for backward), which
+fastrnn.torch calls directly.
 
-- ``forward_packed`` / ``backward_packed``: the stack over PACKED sequences (the layout of
-  backends/__init__.py, a sorted batch): the layer loop, the two directions writing the two
-  halves of one [N, 2H] buffer (no concatenation), dropout masks (given by the caller) between
-  layers, ``h_0``/``h_n`` bookkeeping. fastrnn.torch calls this level directly. Both check
-  every array they are given (shape, dtype, byte order, contiguity, writeability) before any
-  kernel runs, unless the caller says it already did (``validate=False``).
-- ``rnn_forward`` / ``rnn_backward``: the user's arrays: checks in torch's words,
-  ``batch_first`` and unbatched input, ``lengths`` (sorting and packing, the caller's order
-  restored), drawing the dropout masks, picking the backend.
-
+Entry points: ``rnn_forward`` / ``lstm_forward`` / ``gru_forward`` and their backwards
+(``rnn_backward``, ``lstm_backward``, ``gru_backward``), one per cell so that each documents
+its own state; one shared implementation (``_forward``, ``forward_prepared``, ``_backward``).
 Parameters are passed as a mapping with torch's names (``weight_ih_l0``, ...,
-``bias_hh_l1_reverse``); the number of layers, the directions and the presence of biases are
-read off the names, so a torch state_dict works as it is. Below that, weights travel as a list
-in torch's flat order (``parameter_names``), as torch's own RNN ops take them.
-``prepare_weights`` does the reading and checking once; a caller that keeps its weights
-(fastrnn.RNN) keeps the ``Prepared`` result and pays for it only when the weights change.
+``bias_hh_l1_reverse``, ``weight_hr_l0``); the layers, directions, biases and projection are
+read off the names, so a torch state_dict works as it is. ``prepare_weights`` does the reading
+and checking once; a caller that keeps its weights (the layers) keeps the ``Prepared`` result
+and pays for it only when they change. ``step_prepared`` runs one time step (generation).
 
 What a backward needs is OWNED by its ``Context``: an input, ``hx`` or output that would alias
 the caller's memory is copied (once per call, only when backward is wanted), so the caller may
 change the arrays it passed or got back without changing any gradient. Parameters are not
 copied (that would cost a full weight copy per call): they must not change between a forward
-and its backward; fastrnn.RNN checks that for its own (see rnn.py).
+and its backward; the layers check that for their own (see _parameters.py).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -35,133 +34,38 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import _checks
+from ._stack import (CELLS, MODES, Cell, States, Structure, _check_packed_array,
+                     _layer_arguments, _new_states, _scratch_workspaces, _stack_forward,
+                     _state_tuple, backend_runs, backward_packed, check_batch_sizes,
+                     check_cell_kernels, check_mode, check_parameters, forward_packed,
+                     parameter_names, parameter_shapes, read_structure)
 from .backends import HostArrays, is_cuda_array, load_backend
 from .packing import equal_batch_sizes, plan_packing
 
-MODES = {"tanh": "RNN_TANH", "relu": "RNN_RELU"}
+__all__ = [  # the packed level (see _stack.py) and the caller's level
+    "CELLS", "MODES", "Cell", "States", "Structure", "backend_runs", "backward_packed",
+    "check_batch_sizes", "check_cell_kernels", "check_mode", "check_parameters",
+    "forward_packed", "parameter_names",
+    "parameter_shapes", "read_structure", "Prepared", "prepare_weights", "resolve_backend_name",
+    "dropout_masks", "Context", "rnn_forward", "lstm_forward", "gru_forward", "forward_prepared",
+    "step_prepared", "rnn_backward", "lstm_backward", "gru_backward", "zero_grads"]
 
 
-def parameter_names(num_layers: int, bidirectional: bool, bias: bool) -> list[str]:
-    """torch.nn.RNN's parameter names, in its order."""
-    names = []
-    for layer in range(num_layers):
-        for suffix in ("", "_reverse")[: 2 if bidirectional else 1]:
-            kinds = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if bias else ())
-            names += [f"{kind}_l{layer}{suffix}" for kind in kinds]
-    return names
+# ----------------------------------------------------------------------------- backends
+_AUTO_HOST = {}          # mode -> the host backend 'auto' picks for it
 
 
-def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bidirectional: bool,
-                     bias: bool) -> dict[str, tuple[int, ...]]:
-    """{name: shape} for every parameter, as torch.nn.RNN lays them out."""
-    directions = 2 if bidirectional else 1
-    shapes = {}
-    for name in parameter_names(num_layers, bidirectional, bias):
-        kind, layer = name.split("_l")[0], int(name.split("_l")[1].split("_")[0])
-        layer_input = input_size if layer == 0 else hidden_size * directions
-        shapes[name] = {"weight_ih": (hidden_size, layer_input),
-                        "weight_hh": (hidden_size, hidden_size)}.get(kind, (hidden_size,))
-    return shapes
-
-
-@dataclass(frozen=True)
-class Structure:
-    """The shape of a stacked RNN: what its parameters say, plus the cell's mode."""
-    mode: str                    # "RNN_TANH" or "RNN_RELU" (torch's names)
-    input_size: int
-    hidden_size: int
-    num_layers: int
-    bidirectional: bool
-    bias: bool
-    dtype: str
-
-    @property
-    def directions(self) -> int:
-        return 2 if self.bidirectional else 1
-
-    @property
-    def num_states(self) -> int:
-        return self.num_layers * self.directions
-
-    @property
-    def relu(self) -> bool:
-        return self.mode == "RNN_RELU"
-
-    def names(self) -> list[str]:
-        return parameter_names(self.num_layers, self.bidirectional, self.bias)
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return parameter_shapes(self.input_size, self.hidden_size, self.num_layers,
-                                self.bidirectional, self.bias)
-
-    def layer_weights(self, weights, layer, direction):
-        """(w_ih, w_hh, b_ih, b_hh) of one layer-direction from the flat list; None biases
-        without bias. The same positions index a list of their gradients."""
-        per_state = 4 if self.bias else 2
-        start = (layer * self.directions + direction) * per_state
-        found = tuple(weights[start:start + per_state])
-        return found if self.bias else found + (None, None)
-
-
-def _named_shape(weights, name, what):
-    """The shape of ``weights[name]``, which must be a 2-D array."""
-    shape = tuple(np.shape(weights[name]))
-    if len(shape) != 2:
-        raise _checks.ShapeError(f"Expected parameter {name!r} to be 2-D {what}, got shape {shape}")
-    return shape
-
-
-def read_structure(weights: Mapping, nonlinearity: str = "tanh") -> Structure:
-    """The Structure a parameter mapping describes; a clear error naming the offending
-    parameter (and the shape it should have) when it is inconsistent."""
-    _checks.check_nonlinearity(nonlinearity)
-    if not isinstance(weights, Mapping):
-        raise TypeError("weights must be a mapping from torch.nn.RNN's parameter names "
-                        f"('weight_ih_l0', ...) to arrays, got {type(weights).__name__}")
-    if "weight_ih_l0" not in weights or "weight_hh_l0" not in weights:
-        raise ValueError("weights must contain at least 'weight_ih_l0' and 'weight_hh_l0' "
-                         f"(torch.nn.RNN's names), got {sorted(map(str, weights))}")
-    hidden_size, input_size = _named_shape(weights, "weight_ih_l0", "[hidden_size, input_size]")
-    num_layers = 0
-    while f"weight_ih_l{num_layers}" in weights:
-        num_layers += 1
-    found = getattr(weights["weight_ih_l0"], "dtype", None)
-    try:
-        dtype = _checks.check_dtype_name(found)
-    except ValueError:
-        raise TypeError(f"Expected parameter 'weight_ih_l0' of dtype float32 or float64, got "
-                        f"{found}") from None
-    structure = Structure(MODES[nonlinearity], input_size, hidden_size, num_layers,
-                          bidirectional="weight_ih_l0_reverse" in weights,
-                          bias="bias_ih_l0" in weights, dtype=dtype)
-    check_parameters(weights, structure)
-    return structure
-
-
-def check_parameters(weights: Mapping, structure: Structure) -> None:
-    """Names, shapes and dtype of every parameter, against what ``structure`` needs; the
-    message names each offending parameter and the shape it should have."""
-    expected = structure.shapes()
-    missing = [f"{n} {list(shape)}" for n, shape in expected.items() if n not in weights]
-    unexpected = [n for n in weights if n not in expected]
-    if missing or unexpected:
-        raise ValueError(f"Parameter names do not describe one RNN ({structure.num_layers} "
-                         f"layer(s), bidirectional={structure.bidirectional}, "
-                         f"bias={structure.bias}): missing {missing}, unexpected {unexpected}")
-    for name, shape in expected.items():
-        value = weights[name]
-        if not hasattr(value, "shape") or not hasattr(value, "dtype"):
-            raise TypeError(f"Expected parameter {name!r} to be an array of shape {shape}, got "
-                            f"{type(value).__name__}")
-        _checks.check_same_shape(f"parameter {name!r}", value, shape)
-        _checks.check_array_dtype(f"parameter {name!r}", value, structure.dtype)
-
-
-def resolve_backend_name(backend: str, x: Any) -> str:
-    """'auto' means 'cuda' for a device array (see is_cuda_array), 'cpu' otherwise."""
-    if backend == "auto":
-        return "cuda" if is_cuda_array(x) else "cpu"
-    return backend
+def resolve_backend_name(backend: str, x: Any, mode: str = "RNN_TANH") -> str:
+    """'auto' means 'cuda' for a device array (see is_cuda_array); on the host 'cpu', or the
+    'numpy' reference for a cell whose compiled kernels this build does not have."""
+    if backend != "auto":
+        return backend
+    if is_cuda_array(x):
+        return "cuda"
+    name = _AUTO_HOST.get(mode)
+    if name is None:
+        name = _AUTO_HOST[mode] = "cpu" if backend_runs("cpu", mode) else "numpy"
+    return name
 
 
 class Prepared:
@@ -172,44 +76,47 @@ class Prepared:
     later in-place update of a parameter is seen), copies otherwise. ``layers`` holds each
     layer's kernel arguments ready to pass (see _layer_arguments), so that a call does no
     bookkeeping of its own. Pickles by its three defining fields."""
-    __slots__ = ("structure", "backend_name", "weights", "backend", "layers", "native", "on_host",
-                 "input_size", "hidden_size", "num_states", "width", "relu", "stacked")
+    __slots__ = ("structure", "backend_name", "weights", "backend", "layers", "native",
+                 "on_host", "input_size", "num_states", "width", "relu", "stacked", "paired",
+                 "state_sizes", "workspace_width")
 
     def __init__(self, structure: Structure, backend_name: str, weights: tuple):
         self.structure, self.backend_name, self.weights = structure, backend_name, tuple(weights)
         self.backend = load_backend(backend_name)
-        self.layers = _layer_arguments(structure, self.weights)
+        check_cell_kernels(self.backend, structure.cell)
+        self.layers = _layer_arguments(structure, self.weights, self.backend)
         # what every call reads, as plain attributes (a call's checks are a few comparisons)
         self.native = _checks.NATIVE_DTYPES[structure.dtype]
         self.on_host = self.backend.ARRAYS is HostArrays
-        self.input_size, self.hidden_size = structure.input_size, structure.hidden_size
-        self.num_states, self.relu = structure.num_states, structure.relu
-        self.width, self.stacked = structure.directions * structure.hidden_size, structure.num_layers > 1
+        self.input_size, self.num_states = structure.input_size, structure.num_states
+        self.width, self.stacked = structure.layer_width, structure.num_layers > 1
+        self.relu = structure.relu
+        self.paired, self.state_sizes = structure.cell.paired, structure.state_sizes
+        self.workspace_width = structure.workspace_width
 
     def __reduce__(self):
         return Prepared, (self.structure, self.backend_name, self.weights)
 
 
-def _layer_arguments(structure, weights):
-    """For each layer, for each direction: (state index, w_ih, w_hh, b_ih, b_hh, reverse,
-    columns of the layer's [N, D*H] output it writes, or None for all of them)."""
-    D, H = structure.directions, structure.hidden_size
-    return tuple(
-        tuple((layer * D + direction,) + structure.layer_weights(weights, layer, direction)
-              + (bool(direction), None if D == 1 else slice(direction * H, (direction + 1) * H))
-              for direction in range(D))
-        for layer in range(structure.num_layers))
-
-
-def prepare_weights(weights: Mapping, nonlinearity: str = "tanh",
-                    backend: str = "cpu") -> Prepared:
-    """Read and check a parameter mapping once (see read_structure) for ``backend`` (a name,
-    not 'auto')."""
-    structure = read_structure(weights, nonlinearity)
+def prepare_weights(weights: Mapping, mode: str = "RNN_TANH", backend: str = "cpu") -> Prepared:
+    """Read and check a parameter mapping once (see read_structure) for the cell ``mode`` and
+    ``backend`` (a name, not 'auto'). CPU tensors (a torch state_dict) are read as the NumPy
+    arrays they share memory with."""
+    if isinstance(weights, Mapping):
+        weights = {name: _host_view(value) for name, value in weights.items()}
+    structure = read_structure(weights, mode)
     arrays = load_backend(backend).ARRAYS
     flat = tuple(_device_array(arrays, f"parameter {name!r}", weights[name], structure.dtype,
                                contiguous=True) for name in structure.names())
     return Prepared(structure, backend, flat)
+
+
+def _host_view(value):
+    """A CPU torch tensor (anything with ``__array__`` that is not an ndarray or a device
+    array) as the NumPy array it shares memory with; anything else as it is."""
+    if type(value) is np.ndarray or is_cuda_array(value) or not hasattr(value, "__array__"):
+        return value
+    return np.asarray(value)
 
 
 def _device_array(arrays, what, a, dtype, contiguous=False):
@@ -232,171 +139,6 @@ def dropout_masks(rng: np.random.Generator, shape: tuple, p: float, dtype: str) 
         return np.zeros(shape, dtype=dtype)
     keep = rng.random(shape) >= p
     return (keep / (1 - p)).astype(dtype)
-
-
-# ----------------------------------------------------------------------------- packed level
-def _check_packed_array(arrays, what, a, shape, dtype, writeable=False):
-    """Shape, dtype and (on the host) contiguity, alignment, byte order, writeability."""
-    if arrays is HostArrays:
-        _checks.check_buffer(what, a, shape, dtype, writeable)
-    else:
-        _checks.check_same_shape(what, a, shape)
-        _checks.check_array_dtype(what, a, dtype)
-
-
-def check_batch_sizes(batch_sizes: np.ndarray) -> tuple[int, int]:
-    """(N, B) of a valid ``batch_sizes``: int64 host array [T], non-increasing, entries >= 1."""
-    if type(batch_sizes) is not np.ndarray or batch_sizes.dtype != np.int64 or batch_sizes.ndim != 1:
-        raise TypeError("batch_sizes must be a 1-D int64 NumPy array (torch's PackedSequence "
-                        f"batch_sizes), got {type(batch_sizes).__name__} "
-                        f"{getattr(batch_sizes, 'dtype', '')} {np.shape(batch_sizes)}")
-    if len(batch_sizes) and (batch_sizes.min() < 1 or np.any(batch_sizes[1:] > batch_sizes[:-1])):
-        raise ValueError("batch_sizes must be non-increasing with every entry >= 1 (the number "
-                         f"of sequences longer than each step), got {batch_sizes.tolist()}")
-    return int(batch_sizes.sum()), (int(batch_sizes[0]) if len(batch_sizes) else 0)
-
-
-def _check_packed(arrays, structure, x, hx, weights, batch_sizes, masks):
-    """What forward_packed and backward_packed both read; returns (N, B)."""
-    if not isinstance(structure, Structure):
-        raise TypeError(f"structure must be a fastrnn.functional.Structure, got "
-                        f"{type(structure).__name__}")
-    N, B = check_batch_sizes(batch_sizes)
-    S, H, dtype = structure.num_states, structure.hidden_size, structure.dtype
-    _check_packed_array(arrays, "x", x, (N, structure.input_size), dtype)
-    if hx is not None:
-        _check_packed_array(arrays, "hx", hx, (S, B, H), dtype)
-    names, shapes = structure.names(), structure.shapes()
-    if len(weights) != len(names):
-        raise ValueError(f"Expected {len(names)} weights in the order {names}, got {len(weights)}")
-    for name, weight in zip(names, weights):
-        _check_packed_array(arrays, f"parameter {name!r}", weight, shapes[name], dtype)
-    if masks is not None:
-        _check_packed_array(arrays, "masks", masks,
-                            (structure.num_layers - 1, N, structure.directions * H), dtype)
-    return N, B
-
-
-def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: np.ndarray,
-                   masks=None, need_saved: bool = True, *, output=None, h_n=None,
-                   validate: bool = True):
-    """The stacked RNN over packed sequences.
-
-    x [N, I] C-contiguous; hx [L*D, B, H] C-contiguous in sorted order, or None (zeros);
-    weights: the parameters in torch's flat order (``structure.names()``), C-contiguous;
-    batch_sizes [T] int64 (see backends/__init__.py); masks [L-1, N, D*H] multipliers for the
-    outputs of layers 0..L-2 (dropout, already scaled), or None. ``output`` [N, D*H] and
-    ``h_n`` [L*D, B, H] (C-contiguous, writeable): buffers to write the results into instead
-    of fresh ones. ``validate=False`` skips the checks of every argument (for callers that
-    made these arrays themselves).
-    Returns ``(output [N, D*H], h_n [L*D, B, H], saved)``; ``saved`` [L-1, N, D*H] holds the
-    outputs of layers 0..L-2 before dropout (what backward_packed needs besides output), or
-    None when ``need_saved`` is False or L == 1.
-    """
-    arrays, D, H, L = backend.ARRAYS, structure.directions, structure.hidden_size, structure.num_layers
-    dtype = structure.dtype
-    if validate:
-        N, B = _check_packed(arrays, structure, x, hx, weights, batch_sizes, masks)
-        for what, buffer, shape in (("output", output, (N, D * H)), ("h_n", h_n, (L * D, B, H))):
-            if buffer is not None:
-                _check_packed_array(arrays, what, buffer, shape, dtype, writeable=True)
-    else:
-        N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
-    h0 = arrays.zeros((L * D, B, H), dtype) if hx is None else hx
-    h_n = arrays.empty((L * D, B, H), dtype) if h_n is None else h_n
-    output = arrays.empty((N, D * H), dtype) if output is None else output
-    saved = arrays.empty((L - 1, N, D * H), dtype) if need_saved and L > 1 else None
-    output = _stack_forward(backend, structure.relu, _layer_arguments(structure, weights), x, h0,
-                            batch_sizes, masks, saved, output, h_n)
-    return output, h_n, saved
-
-
-def _stack_forward(backend, relu, layers, x, h0, batch_sizes, masks, saved, output, h_n):
-    """forward_packed's layer loop over ready kernel arguments (see _layer_arguments): each
-    layer writes ``saved[layer]`` (or a scratch buffer), the last one ``output``; returns
-    ``output``. B == 0 runs no kernel."""
-    arrays, last = backend.ARRAYS, len(layers) - 1
-    run = h0.shape[1] > 0
-    layer_input = x
-    for layer, directions in enumerate(layers):
-        if layer == last:
-            layer_output = output
-        else:
-            layer_output = saved[layer] if saved is not None else arrays.empty(output.shape, output.dtype)
-        for state, w_ih, w_hh, b_ih, b_hh, reverse, columns in directions:
-            if run:
-                backend.rnn_forward(layer_input, h0[state], w_ih, w_hh, b_ih, b_hh, batch_sizes,
-                                    reverse, relu, layer_output if columns is None else layer_output[:, columns],
-                                    h_n[state])
-        layer_input = layer_output if masks is None or layer == last else arrays.multiply(layer_output, masks[layer])
-    return output
-
-
-def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: np.ndarray,
-                    output, saved, masks, grad_output, grad_h_n=None, grads=None, *,
-                    validate: bool = True):
-    """Backpropagation through time for one forward_packed call (same arguments, plus its
-    ``output`` and ``saved``). grad_output [N, D*H]; grad_h_n [L*D, B, H] or None (zeros);
-    ``grads``: arrays in the weights' order that parameter gradients are ADDED into (None:
-    fresh zeros); they must be C-contiguous, writeable and of the weights' shapes and dtype.
-    Returns ``(grad_x [N, I], grad_hx [L*D, B, H], grads)``."""
-    arrays, D, H, L = backend.ARRAYS, structure.directions, structure.hidden_size, structure.num_layers
-    dtype = structure.dtype
-    if validate:
-        _check_backward_packed(arrays, structure, x, hx, weights, batch_sizes, output, saved,
-                               masks, grad_output, grad_h_n, grads)
-    B = int(batch_sizes[0]) if len(batch_sizes) else 0
-    h0 = arrays.zeros((L * D, B, H), dtype) if hx is None else hx
-    grad_h_n = arrays.zeros((L * D, B, H), dtype) if grad_h_n is None else grad_h_n
-    grads = [arrays.zeros(w.shape, dtype) for w in weights] if grads is None else grads
-    grad_hx = arrays.zeros((L * D, B, H), dtype)
-    grad_layer_output = grad_output
-    for layer in reversed(range(L)):
-        layer_output = output if layer == L - 1 else saved[layer]
-        layer_input = x if layer == 0 else _dropped(arrays, saved[layer - 1], masks, layer - 1)
-        grad_input = arrays.empty(layer_input.shape, dtype)
-        for direction in range(D):
-            state, halves = layer * D + direction, slice(direction * H, (direction + 1) * H)
-            w_ih, w_hh, _, _ = structure.layer_weights(weights, layer, direction)
-            g_w_ih, g_w_hh, g_b_ih, g_b_hh = structure.layer_weights(grads, layer, direction)
-            if B > 0:
-                backend.rnn_backward(layer_input, h0[state], w_ih, w_hh, batch_sizes,
-                                     bool(direction), structure.relu, layer_output[:, halves],
-                                     grad_layer_output[:, halves], grad_h_n[state], grad_input,
-                                     direction > 0, grad_hx[state], g_w_ih, g_w_hh, g_b_ih, g_b_hh)
-            elif direction == 0:
-                grad_input = arrays.zeros(layer_input.shape, dtype)
-        grad_layer_output = _dropped(arrays, grad_input, masks, layer - 1) if layer > 0 else grad_input
-    return grad_layer_output, grad_hx, grads
-
-
-def _check_backward_packed(arrays, structure, x, hx, weights, batch_sizes, output, saved, masks,
-                           grad_output, grad_h_n, grads):
-    N, B = _check_packed(arrays, structure, x, hx, weights, batch_sizes, masks)
-    L, S, H, dtype = structure.num_layers, structure.num_states, structure.hidden_size, structure.dtype
-    width = structure.directions * H
-    _check_packed_array(arrays, "output", output, (N, width), dtype)
-    _check_packed_array(arrays, "grad_output", grad_output, (N, width), dtype)
-    if L > 1:
-        if saved is None:
-            raise ValueError("backward_packed needs the outputs of layers 0..L-2 (``saved``): "
-                             "run forward_packed with need_saved=True")
-        _check_packed_array(arrays, "saved", saved, (L - 1, N, width), dtype)
-    if grad_h_n is not None:
-        _check_packed_array(arrays, "grad_h_n", grad_h_n, (S, B, H), dtype)
-    if grads is not None:
-        names, shapes = structure.names(), structure.shapes()
-        if len(grads) != len(names):
-            raise ValueError(f"Expected {len(names)} gradient buffers in the order {names}, "
-                             f"got {len(grads)}")
-        for name, grad in zip(names, grads):
-            _check_packed_array(arrays, f"gradient buffer {name!r}", grad, shapes[name], dtype,
-                                writeable=True)
-
-
-def _dropped(arrays, values, masks, index):
-    """values times dropout mask ``index`` (the one between layers index and index+1)."""
-    return values if masks is None else arrays.multiply(values, masks[index])
 
 
 # ----------------------------------------------------------------------------- the caller's arrays
@@ -427,20 +169,20 @@ class Layout:
 
 @dataclass
 class Context:
-    """Everything rnn_backward needs from one rnn_forward call; every array in it belongs to
-    it (none is the caller's), and it pickles (the backend is kept by name)."""
+    """Everything a backward needs from one forward call; every array in it belongs to it
+    (none is the caller's), and it pickles (the backend is kept by name)."""
     backend_name: str
     structure: Structure
     weights: tuple
     layout: Layout
     x: Any                       # [N, I] packed
-    hx: Any                      # [L*D, B, H] sorted, or None
+    hx: Any                      # sorted initial state(s) (one array, or LSTM's pair), or None
     batch_sizes: np.ndarray
     masks: Any
-    saved: Any
-    output: Any                  # [N, D*H] packed
+    saved: Any                   # see the module header
+    output: Any                  # [N, D*P] packed
     output_shape: tuple
-    hx_shape: tuple
+    state_shapes: tuple          # the caller's shape of each state array
 
     @property
     def backend(self):
@@ -485,16 +227,33 @@ def _reorder_states(arrays, states, order):
     return arrays.swap_batch_time(arrays.take_rows(by_batch, order).reshape(B, S, H))
 
 
-def _states_in(arrays, states, layout, shape):
-    """The caller's hx-like array as a sorted, contiguous [L*D, B, H] array."""
-    states = arrays.contiguous(states).reshape(shape)
-    return _reorder_states(arrays, states, None if layout.packing is None else layout.packing.sorted_indices)
+def _states_in(arrays, states, layout, shapes):
+    """The caller's state arrays (a tuple) as sorted, contiguous [L*D, B, *] arrays."""
+    order = None if layout.packing is None else layout.packing.sorted_indices
+    result = []          # loops rather than comprehensions here: these run on every call
+    for state, shape in zip(states, shapes):
+        result.append(_reorder_states(arrays, arrays.contiguous(state).reshape(shape), order))
+    return tuple(result)
 
 
-def _states_out(arrays, states, layout, shape):
-    """A sorted [L*D, B, H] array in the caller's order and shape."""
+def _states_out(arrays, states, layout, shapes):
+    """Sorted [L*D, B, *] arrays (a tuple) in the caller's order and shapes."""
     order = None if layout.packing is None else layout.packing.unsorted_indices
-    return _reorder_states(arrays, states, order).reshape(shape)
+    result = []
+    for state, shape in zip(states, shapes):
+        result.append(_reorder_states(arrays, state, order).reshape(shape))
+    return tuple(result)
+
+
+def _caller_states(arrays, structure, states, what):
+    """The caller's state argument (None, one array, LSTM's pair) as None or a tuple of
+    arrays of the backend's device (converted as _device_array does)."""
+    if states is None:
+        return None
+    members = _state_tuple(structure, states, what)
+    names = (what,) if len(members) == 1 else (f"{what}[0]", f"{what}[1]")
+    return tuple(_device_array(arrays, name, state, structure.dtype)
+                 for name, state in zip(names, members))
 
 
 def _layout_for(x, lengths, batch_first, on_host):
@@ -527,48 +286,109 @@ def _copy(arrays, a):
     return copy
 
 
+def _to_host_states(arrays, states):
+    return tuple(map(arrays.to_host, states))
+
+
+_FORWARD_PARAMETERS = """
+    x : array [T, B, I] ([B, T, I] with ``batch_first``, [T, I] unbatched), float32 or
+        float64 (the weights' dtype; another byte order or a misaligned buffer is converted).
+    weights : mapping from torch's parameter names to arrays (a torch state_dict works);
+        L (layers), D (2 if bidirectional), bias{projection} are read off the names.
+    hx : {hx}, or None for zeros.
+    lengths : None, or one length per sequence (integers in 1..T, any order): step t then runs
+        only the sequences longer than t, ``output`` is zero past each length and the final
+        state holds each sequence's state after its own last step.
+    dropout, training, rng : dropout between layers (torch's rule), drawn from ``rng`` (a
+        NumPy Generator) when ``training``.
+    backend : 'auto' (cuda for device arrays, else cpu where it has this cell's kernels,
+        else the numpy reference), 'cpu', 'numpy' or 'cuda'.
+    need_backward : keep what the backward needs (the ``context``); False for inference.
+    out : optional array of ``output``'s shape and dtype to write the output into (it is then
+        the ``output`` returned).
+
+    Returns ``(output, {final}, context)``: output [T, B, D*{P}] in x's layout, {final_doc},
+    context None unless ``need_backward``. Device arrays (``__cuda_array_interface__``) stay
+    on the device; NumPy input gives NumPy output. The returned arrays are the caller's:
+    changing them (or x, hx) does not change what the backward computes.
+"""
+
+
+def _forward(mode, x, weights, hx, lengths, batch_first, dropout, training, rng, backend,
+             need_backward, out):
+    """The user-level forward of any cell (rnn_forward, lstm_forward, gru_forward)."""
+    _checks.check_dropout(dropout)
+    prepared = prepare_weights(weights, mode, resolve_backend_name(backend, x, mode))
+    return forward_prepared(prepared, x, hx, lengths=lengths, batch_first=batch_first,
+                            dropout=dropout, training=training, rng=rng,
+                            need_backward=need_backward, out=out)
+
+
 def rnn_forward(x: ArrayLike, weights: Mapping, hx: Optional[ArrayLike] = None, *,
                 lengths: Optional[ArrayLike] = None, nonlinearity: str = "tanh",
                 batch_first: bool = False, dropout: float = 0.0, training: bool = False,
                 rng: Optional[np.random.Generator] = None, backend: str = "auto",
                 need_backward: bool = True, out: Optional[np.ndarray] = None
                 ) -> tuple[Any, Any, Optional[Context]]:
-    """Run a (stacked, optionally bidirectional) Elman RNN over ``x``.
+    _checks.check_nonlinearity(nonlinearity)
+    return _forward(MODES[nonlinearity], x, weights, hx, lengths, batch_first, dropout,
+                    training, rng, backend, need_backward, out)
+
+
+def lstm_forward(x: ArrayLike, weights: Mapping, hx: Optional[tuple] = None, *,
+                 lengths: Optional[ArrayLike] = None, batch_first: bool = False,
+                 dropout: float = 0.0, training: bool = False,
+                 rng: Optional[np.random.Generator] = None, backend: str = "auto",
+                 need_backward: bool = True, out: Optional[np.ndarray] = None
+                 ) -> tuple[Any, tuple, Optional[Context]]:
+    return _forward("LSTM", x, weights, hx, lengths, batch_first, dropout, training, rng,
+                    backend, need_backward, out)
+
+
+def gru_forward(x: ArrayLike, weights: Mapping, hx: Optional[ArrayLike] = None, *,
+                lengths: Optional[ArrayLike] = None, batch_first: bool = False,
+                dropout: float = 0.0, training: bool = False,
+                rng: Optional[np.random.Generator] = None, backend: str = "auto",
+                need_backward: bool = True, out: Optional[np.ndarray] = None
+                ) -> tuple[Any, Any, Optional[Context]]:
+    return _forward("GRU", x, weights, hx, lengths, batch_first, dropout, training, rng,
+                    backend, need_backward, out)
+
+
+rnn_forward.__doc__ = """Run a (stacked, optionally bidirectional) Elman RNN over ``x``:
+    h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act = tanh or relu (``nonlinearity``).
 
     Parameters
-    ----------
-    x : array [T, B, I] ([B, T, I] with ``batch_first``, [T, I] unbatched), float32 or
-        float64 (the weights' dtype; another byte order or a misaligned buffer is converted).
-    weights : mapping from torch.nn.RNN's parameter names to arrays (a torch state_dict works);
-        L (layers), D (2 if bidirectional) and bias are read off the names.
-    hx : array [L*D, B, H] ([L*D, H] unbatched), or None for zeros.
-    lengths : None, or one length per sequence (integers in 1..T, any order): step t then runs
-        only the sequences longer than t, ``output`` is zero past each length and ``h_n``
-        holds each sequence's state after its own last step.
-    dropout, training, rng : dropout between layers (torch's rule), drawn from ``rng`` (a
-        NumPy Generator) when ``training``.
-    backend : 'auto' (cuda for device arrays, cpu otherwise), 'cpu', 'numpy' or 'cuda'.
-    need_backward : keep what rnn_backward needs (the ``context``); False for inference.
-    out : optional array of ``output``'s shape and dtype to write the output into (it is then
-        the ``output`` returned).
+    ----------""" + _FORWARD_PARAMETERS.format(
+    projection="", hx="array [L*D, B, H] ([L*D, H] unbatched)", final="h_n", P="H",
+    final_doc="h_n like hx")
 
-    Returns ``(output, h_n, context)``: output [T, B, D*H] in x's layout, h_n like hx, context
-    None unless ``need_backward``. Device arrays (``__cuda_array_interface__``) stay on the
-    device; NumPy input gives NumPy output. The returned arrays are the caller's: changing
-    them (or x, hx) does not change what rnn_backward computes.
-    """
-    _checks.check_nonlinearity(nonlinearity)
-    _checks.check_dropout(dropout)
-    prepared = prepare_weights(weights, nonlinearity, resolve_backend_name(backend, x))
-    return forward_prepared(prepared, x, hx, lengths=lengths, batch_first=batch_first,
-                            dropout=dropout, training=training, rng=rng,
-                            need_backward=need_backward, out=out)
+lstm_forward.__doc__ = """Run a (stacked, optionally bidirectional, optionally projected)
+    LSTM over ``x``, torch's gate order i, f, g, o:
+    c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t) (times W_hr^T with proj_size P).
+
+    Parameters
+    ----------""" + _FORWARD_PARAMETERS.format(
+    projection=" and the projection\n        (weight_hr_l*, [P, H])",
+    hx="the pair (h_0 [L*D, B, P], c_0 [L*D, B, H]) ([L*D, P], [L*D, H]\n        unbatched; P = H "
+       "without a projection)", final="(h_n, c_n)", P="P",
+    final_doc="\n    (h_n, c_n) like hx")
+
+gru_forward.__doc__ = """Run a (stacked, optionally bidirectional) GRU over ``x``, torch's
+    gate order r, z, n with b_hn inside the reset gate:
+    n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)), h_t = (1 - z) * n + z * h_{t-1}.
+
+    Parameters
+    ----------""" + _FORWARD_PARAMETERS.format(
+    projection="", hx="array [L*D, B, H] ([L*D, H] unbatched)", final="h_n", P="H",
+    final_doc="h_n like hx")
 
 
 def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_first=False,
                      dropout=0.0, training=False, rng=None, need_backward=True, out=None):
-    """rnn_forward with the parameters already read and checked by ``prepare_weights`` (what
-    fastrnn.RNN calls: the per-call work is the input checks and the kernels)."""
+    """The forward of any cell with the parameters already read and checked by
+    ``prepare_weights`` (what the layers call: the per-call work is the input checks and the
+    kernels). Arguments and results as rnn_forward's / lstm_forward's."""
     if lengths is None and out is None and not need_backward and not batch_first:
         result = _plain_inference(prepared, x, hx, training and dropout > 0)
         if result is not None:
@@ -576,44 +396,50 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
     backend, structure = prepared.backend, prepared.structure
     arrays, dtype = backend.ARRAYS, structure.dtype
     on_host = not arrays.is_device_array(x)
-    caller_x, caller_hx = x, hx
+    caller_x, caller_states = x, _state_tuple(structure, hx, "hx") if hx is not None else None
     x = _device_array(arrays, "input", x, dtype)
-    if hx is not None:
-        hx = _device_array(arrays, "hx", hx, dtype)
-    _checks.check_input(x, hx, structure.input_size, structure.num_states,
-                        structure.hidden_size, batch_first)
+    states = _caller_states(arrays, structure, hx, "hx")
+    _checks.check_input(structure.cell.name, x, states, structure.input_size,
+                        structure.num_states, structure.state_sizes, batch_first)
     layout = _layout_for(x, lengths, batch_first, on_host)
-    S, B, H = structure.num_states, layout.batch, structure.hidden_size
-    states_shape = (S, B, H)
-    hx_shape = (S, H) if layout.unbatched else states_shape
-    output_shape = tuple(x.shape[:-1]) + (structure.directions * H,)
+    sorted_shapes = structure.state_shapes(layout.batch)
+    caller_shapes = (tuple((shape[0], shape[2]) for shape in sorted_shapes) if layout.unbatched
+                     else sorted_shapes)
+    output_shape = tuple(x.shape[:-1]) + (structure.layer_width,)
     if out is not None:
         _check_out(arrays, out, output_shape, dtype)
-    batch_sizes = (equal_batch_sizes(B, layout.steps) if layout.packing is None
+    batch_sizes = (equal_batch_sizes(layout.batch, layout.steps) if layout.packing is None
                    else layout.packing.batch_sizes)
     x_packed = _pack(arrays, x, layout)
-    hx_sorted = None if hx is None else _states_in(arrays, hx, layout, states_shape)
+    N = x_packed.shape[0]
+    h0 = None if states is None else _states_in(arrays, states, layout, sorted_shapes)
     masks = None
     if training and dropout > 0 and structure.num_layers > 1:
         rng = np.random.default_rng() if rng is None else rng
-        mask_shape = (structure.num_layers - 1, x_packed.shape[0], structure.directions * H)
+        mask_shape = (structure.num_layers - 1, N, structure.layer_width)
         masks = arrays.asarray(dropout_masks(rng, mask_shape, dropout, dtype))
 
     direct = out is not None and not need_backward and layout.plain and _is_kernel_buffer(arrays, out)
-    packed_out = out.reshape(x_packed.shape[0], output_shape[-1]) if direct else None
-    output, h_n, saved = forward_packed(backend, structure, x_packed, hx_sorted, prepared.weights,
-                                        batch_sizes, masks, need_saved=need_backward,
-                                        output=packed_out, validate=False)
-    user_h_n = _states_out(arrays, h_n, layout, hx_shape)
+    output = out.reshape(N, output_shape[-1]) if direct else arrays.empty((N, output_shape[-1]), dtype)
+    h_n = _state_tuple(structure, _new_states(arrays, structure, layout.batch, arrays.empty), "h_n")
+    saved = arrays.empty((structure.saved_size(N),), dtype) if need_backward else None
+    layer_outputs, workspaces = (structure.saved_views(saved, N) if need_backward
+                                 else (None, _scratch_workspaces(arrays, structure, N)))
+    initial = (_new_states(arrays, structure, layout.batch, arrays.zeros) if h0 is None
+               else structure.public(h0))
+    _stack_forward(prepared, x_packed, initial, batch_sizes, masks, layer_outputs, workspaces,
+                   output, structure.public(h_n))
+    user_h_n = _states_out(arrays, h_n, layout, caller_shapes)
     user_output = _unpack(arrays, output, layout)
     context = None
     if need_backward:
         if out is None and layout.plain and not (on_host and arrays is not HostArrays):
             user_output = _copy(arrays, user_output)   # the caller's; `output` is the context's
+        owned_h0 = None if h0 is None else structure.public(
+            tuple(map(functools.partial(_owned, arrays), h0, caller_states)))
         context = Context(prepared.backend_name, structure, prepared.weights, layout,
-                          _owned(arrays, x_packed, caller_x),
-                          None if hx_sorted is None else _owned(arrays, hx_sorted, caller_hx),
-                          batch_sizes, masks, saved, output, output_shape, hx_shape)
+                          _owned(arrays, x_packed, caller_x), owned_h0, batch_sizes, masks,
+                          saved, output, output_shape, caller_shapes)
     if out is not None:
         if not direct:
             arrays.copy_into(out, user_output)
@@ -621,8 +447,79 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
     elif layout.on_host:
         user_output = arrays.to_host(user_output)
     if layout.on_host:
-        user_h_n = arrays.to_host(user_h_n)
-    return user_output, user_h_n, context
+        user_h_n = _to_host_states(arrays, user_h_n)
+    return user_output, structure.public(user_h_n), context
+
+
+def _is_ready(a, native, shape):
+    """A host array the kernels take as it is: this shape, native dtype, C-contiguous, aligned."""
+    if type(a) is not np.ndarray or a.dtype != native or a.shape != shape:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.aligned
+
+
+def _ready_states(prepared, hx, out, lead, unbatched=False):
+    """(h0, h_n, result): ``hx`` and ``out`` (None, one array, or LSTM's pair) as states of
+    arrays [*lead, P|H] the kernels take as they are (h0 zeros for None, h_n fresh for None;
+    ``out`` writeable and apart from hx), seen as [L, 1, P|H] when ``unbatched`` (lead is
+    then (L,)), and ``result``, h_n as the caller gets it. None when an array needs the
+    general path's checks and conversions. (Written out for one array and for the pair,
+    checks inline: on the microsecond path every call counts.)"""
+    native, sizes = prepared.native, prepared.state_sizes
+    if prepared.paired:
+        h0 = _ready_pair(hx, native, lead, sizes, np.zeros)
+        h_n = _ready_pair(out, native, lead, sizes, np.empty)
+        if h0 is None or h_n is None or (out is not None and not _writeable_apart(h_n, h0)):
+            return None
+        if unbatched:                            # one sequence: the kernels see a batch of 1
+            return _batch_of_one(h0), _batch_of_one(h_n), h_n
+        return h0, h_n, h_n
+    shape = lead + sizes
+    if hx is None:
+        hx = np.zeros(shape, native)
+    elif type(hx) is not np.ndarray or hx.dtype != native or hx.shape != shape:
+        return None
+    else:
+        flags = hx.flags
+        if not (flags.c_contiguous and flags.aligned):
+            return None
+    if out is None:
+        h_n = np.empty(shape, native)
+    elif _is_ready(out, native, shape) and out.flags.writeable and not np.may_share_memory(out, hx):
+        h_n = out
+    else:
+        return None
+    if unbatched:
+        return hx.reshape(lead[0], 1, sizes[0]), h_n.reshape(lead[0], 1, sizes[0]), h_n
+    return hx, h_n, h_n
+
+
+def _ready_pair(states, native, lead, sizes, make):
+    """LSTM's (h, c) for _ready_states: made by ``make`` when None, else checked."""
+    h_shape, c_shape = lead + sizes[:1], lead + sizes[1:]
+    if states is None:
+        return make(h_shape, native), make(c_shape, native)
+    if (type(states) is tuple and len(states) == 2 and _is_ready(states[0], native, h_shape)
+            and _is_ready(states[1], native, c_shape)):
+        return states
+    return None
+
+
+def _writeable_apart(targets, sources):
+    """Whether every target array is writeable and shares no memory with any source."""
+    for target in targets:
+        if not target.flags.writeable:
+            return False
+        for source in sources:
+            if np.may_share_memory(target, source):
+                return False
+    return True
+
+
+def _batch_of_one(states):
+    """LSTM's unbatched pair of states [L, F] as [L, 1, F] views."""
+    return tuple(state.reshape(state.shape[0], 1, state.shape[1]) for state in states)
 
 
 def _plain_inference(prepared, x, hx, dropping):
@@ -638,20 +535,17 @@ def _plain_inference(prepared, x, hx, dropping):
     T, B, I = x.shape
     if not (flags.c_contiguous and flags.aligned) or I != prepared.input_size or T == 0:
         return None
-    states_shape = (prepared.num_states, B, prepared.hidden_size)
-    if hx is None:
-        hx = np.zeros(states_shape, native)
-    elif type(hx) is not np.ndarray or hx.dtype != native or hx.shape != states_shape:
+    states = _ready_states(prepared, hx, None, (prepared.num_states, B))
+    if states is None:
         return None
-    else:
-        flags = hx.flags
-        if not (flags.c_contiguous and flags.aligned):
-            return None
+    h0, h_n, result = states
     output = np.empty((T, B, prepared.width), native)
-    h_n = np.empty(states_shape, native)
-    _stack_forward(prepared.backend, prepared.relu, prepared.layers, x.reshape(T * B, I), hx,
-                   equal_batch_sizes(B, T), None, None, output.reshape(T * B, prepared.width), h_n)
-    return output, h_n, None
+    workspaces = None
+    if prepared.workspace_width:
+        workspaces = (np.empty((T * B, prepared.workspace_width), native),) * prepared.num_states
+    _stack_forward(prepared, x.reshape(T * B, I), h0, equal_batch_sizes(B, T), None, None,
+                   workspaces, output.reshape(T * B, prepared.width), h_n)
+    return output, result, None
 
 
 def _is_kernel_buffer(arrays, a):
@@ -661,62 +555,202 @@ def _is_kernel_buffer(arrays, a):
     return type(a) is np.ndarray and a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative
 
 
-def _check_out(arrays, out, shape, dtype):
+def _check_out(arrays, out, shape, dtype, what="out"):
     """``out=``: the output's shape and dtype, writeable (any strides: it may be copied into)."""
     if arrays.is_device_array(out):
-        _checks.check_same_shape("out", out, shape)
-        _checks.check_array_dtype("out", out, dtype)
+        _checks.check_same_shape(what, out, shape)
+        _checks.check_array_dtype(what, out, dtype)
         return
     if type(out) is not np.ndarray:
-        raise TypeError(f"Expected out to be a NumPy array of shape {shape} and dtype {dtype}, "
-                        f"got {type(out).__name__}")
-    _checks.check_same_shape("out", out, shape)
-    _checks.check_array_dtype("out", out, dtype)
+        raise TypeError(f"Expected {what} to be a NumPy array of shape {shape} and dtype "
+                        f"{dtype}, got {type(out).__name__}")
+    _checks.check_same_shape(what, out, shape)
+    _checks.check_array_dtype(what, out, dtype)
     if not out.flags.writeable:
-        raise ValueError("out is read-only, but fastrnn writes the output into it")
+        raise ValueError(f"{what} is read-only, but fastrnn writes the output into it")
 
 
+# ----------------------------------------------------------------------------- one step
+def step_prepared(prepared: Prepared, input, hx=None, *, out=None, dropout: float = 0.0,
+                  training: bool = False, rng: Optional[np.random.Generator] = None) -> States:
+    """One time step of every layer of a one-direction stack (generation, online use).
+
+    input [B, I] or [I]; hx: the state, [L, B, H] ([L, H]) for RNN and GRU, the pair
+    ([L, B, P], [L, B, H]) for LSTM, or None for zeros; ``out``: like hx, buffers to write
+    the new state into (they may be hx itself). Returns the new state, like hx; the top
+    layer's output is its h[-1]. Dropout between layers as in a forward, in training."""
+    if not (training and dropout > 0 and prepared.stacked):
+        result = _ready_step(prepared, input, hx, out)
+        if result is not None:
+            return result
+    structure = prepared.structure
+    arrays, dtype = prepared.backend.ARRAYS, structure.dtype
+    x = _device_array(arrays, "input", input, dtype)
+    batch = _checks.check_step_input(structure.cell.name, x, structure.input_size)
+    L, unbatched = structure.num_layers, x.ndim == 1
+    shapes = structure.state_shapes(batch)
+    caller_shapes = tuple((L, size) for size in structure.state_sizes) if unbatched else shapes
+    h0 = _step_states(arrays, structure, hx, caller_shapes, shapes)
+    targets = _step_targets(arrays, structure, out, caller_shapes, hx)
+    h_n = tuple(arrays.empty(shape, dtype) if target is None else target.reshape(shape)
+                for target, shape in zip(targets, shapes))
+    public = structure.public
+    masks = None
+    if training and dropout > 0 and L > 1:
+        shape = (L - 1, batch, structure.output_size)
+        masks = arrays.asarray(dropout_masks(rng, shape, dropout, dtype))
+    _stack_forward(prepared, arrays.contiguous(x).reshape(batch, structure.input_size),
+                   public(h0), equal_batch_sizes(batch, 1), masks, None,
+                   _scratch_workspaces(arrays, structure, batch),
+                   arrays.empty((batch, structure.output_size), dtype), public(h_n))
+    if out is None:
+        return public(tuple(h.reshape(shape) for h, shape in zip(h_n, caller_shapes)))
+    outs = _state_tuple(structure, out, "out")
+    for target, result, destination in zip(targets, h_n, outs):
+        if target is None:
+            arrays.copy_into(destination, result.reshape(destination.shape))
+    return out
+
+
+def _ready_step(prepared, x, hx, out):
+    """step_prepared when every array is ready for the kernels as it is (host, native,
+    contiguous, right shapes, ``out`` writeable and apart from hx): only these checks, then
+    the kernels. None when the call is not of this kind (the general path then checks and
+    converts)."""
+    if type(x) is not np.ndarray or x.ndim not in (1, 2) or not prepared.on_host:
+        return None
+    I, native, L = prepared.input_size, prepared.native, prepared.num_states   # L*D, D = 1
+    unbatched = x.ndim == 1
+    batch = 1 if unbatched else x.shape[0]
+    if not _is_ready(x, native, (I,) if unbatched else (batch, I)):
+        return None
+    states = _ready_states(prepared, hx, out, (L,) if unbatched else (L, batch), unbatched)
+    if states is None:
+        return None
+    h0, h_n, result = states
+    workspaces = None
+    if prepared.workspace_width:
+        workspaces = (np.empty((batch, prepared.workspace_width), native),) * L
+    _stack_forward(prepared, x.reshape(batch, I) if unbatched else x, h0,
+                   equal_batch_sizes(batch, 1), None, None, workspaces,
+                   np.empty((batch, prepared.width), native), h_n)
+    return result
+
+
+def _step_states(arrays, structure, hx, caller_shapes, shapes):
+    """hx of a step, checked, as a tuple of contiguous arrays of ``shapes`` (zeros for None)."""
+    if hx is None:
+        return tuple(arrays.zeros(shape, structure.dtype) for shape in shapes)
+    states = _caller_states(arrays, structure, hx, "hx")
+    for index, (state, caller, shape) in enumerate(zip(states, caller_shapes, shapes)):
+        if tuple(state.shape) != caller:
+            raise _checks.ShapeError(_checks.hidden_size_message(index, structure.cell.paired,
+                                                                 caller, state.shape))
+    return tuple(arrays.contiguous(state).reshape(shape) for state, shape in zip(states, shapes))
+
+
+def _step_targets(arrays, structure, out, caller_shapes, hx):
+    """For each state, the buffer step's kernels write the new state into: the ``out`` array
+    itself when they can write it in place and it is not hx's memory (the kernels read hx
+    while writing), else None (a fresh buffer, copied into ``out`` afterwards)."""
+    if out is None:
+        return (None,) * len(caller_shapes)
+    outs = _state_tuple(structure, out, "out")
+    names = ("out",) if len(outs) == 1 else ("out[0]", "out[1]")
+    states = () if hx is None else _state_tuple(structure, hx, "hx")
+    targets = []
+    for name, target, shape in zip(names, outs, caller_shapes):
+        _check_out(arrays, target, shape, structure.dtype, name)
+        usable = _is_kernel_buffer(arrays, target) and not any(
+            arrays.is_device_array(target) or np.may_share_memory(target, state)
+            for state in states)
+        targets.append(target if usable else None)
+    return tuple(targets)
+
+
+# ----------------------------------------------------------------------------- backward
 def zero_grads(weights: Mapping, arrays=HostArrays) -> dict:
     """A gradient buffer for each parameter, on the parameters' device."""
     return {name: arrays.zeros(w.shape, w.dtype) for name, w in weights.items()}
 
 
-def rnn_backward(context: Context, grad_output: ArrayLike, grad_h_n: Optional[ArrayLike] = None,
-                 grads: Optional[dict] = None) -> tuple[Any, Any, dict]:
-    """Backpropagation through time for the rnn_forward call that made ``context``.
-
-    ``grad_output`` is dL/d output and ``grad_h_n`` dL/d h_n (None: zero), in the layouts
-    rnn_forward returned them; gradients past a sequence's length are ignored. Parameter
-    gradients are ADDED into ``grads`` (a dict keyed like the weights, of their shapes and
-    dtype, C-contiguous and writeable, on the weights' device; None: fresh zeros).
-    Returns ``(grad_input, grad_hx, grads)``, grad_input in the input's layout (zero past each
-    length), grad_hx in hx's.
-    """
+def _backward(context, grad_output, grad_h_n, grads, caller, cells):
+    """The user-level backward of any cell (rnn_backward, lstm_backward, gru_backward)."""
     if not isinstance(context, Context):
-        raise RuntimeError("rnn_backward needs the context of a forward run with need_backward=True"
+        raise RuntimeError(f"{caller} needs the context of a forward run with "
+                           "need_backward=True"
                            + ("" if context is None else f", got {type(context).__name__}"))
     structure, backend, layout = context.structure, context.backend, context.layout
+    if structure.cell.name not in cells:
+        raise RuntimeError(f"{caller} needs the context of a forward of the {cells[0]} cell, "
+                           f"got one of the {structure.cell.name} cell")
     arrays, dtype = backend.ARRAYS, structure.dtype
-    names = structure.names()
     grad_output = _device_array(arrays, "grad_output", grad_output, dtype)
     _checks.check_same_shape("grad_output", grad_output, context.output_shape)
-    states_shape = (structure.num_states, layout.batch, structure.hidden_size)
+    sorted_shapes = structure.state_shapes(layout.batch)
+    grad_finals = None
     if grad_h_n is not None:
-        grad_h_n = _device_array(arrays, "grad_h_n", grad_h_n, dtype)
-        _checks.check_same_shape("grad_h_n", grad_h_n, context.hx_shape)
-        grad_h_n = _states_in(arrays, grad_h_n, layout, states_shape)
+        given = _state_tuple(structure, grad_h_n, "grad_h_n", members_may_be_none=True)
+        names = ("grad_h_n",) if len(given) == 1 else ("grad_h_n[0]", "grad_h_n[1]")
+        grad_finals = []
+        for name, grad, caller_shape, shape in zip(names, given, context.state_shapes,
+                                                    sorted_shapes):
+            if grad is None:
+                grad_finals.append(None)
+                continue
+            grad = _device_array(arrays, name, grad, dtype)
+            _checks.check_same_shape(name, grad, caller_shape)
+            grad_finals += _states_in(arrays, (grad,), layout, (shape,))
+        grad_finals = structure.public(tuple(grad_finals))
     if grads is None:
-        grads = {name: arrays.zeros(w.shape, dtype) for name, w in zip(names, context.weights)}
+        grads = {name: arrays.zeros(w.shape, dtype)
+                 for name, w in zip(structure.names(), context.weights)}
     grad_list = _gradient_buffers(arrays, grads, structure)
     grad_x, grad_hx, _ = backward_packed(
         backend, structure, context.x, context.hx, context.weights, context.batch_sizes,
         context.output, context.saved, context.masks, _pack(arrays, grad_output, layout),
-        grad_h_n, grad_list, validate=False)
+        grad_finals, grad_list, validate=False)
     grad_x = _unpack(arrays, grad_x, layout)
-    grad_hx = _states_out(arrays, grad_hx, layout, context.hx_shape)
+    grad_hx = _states_out(arrays, _state_tuple(structure, grad_hx, "grad_hx"), layout,
+                          context.state_shapes)
     if layout.on_host:
-        grad_x, grad_hx = arrays.to_host(grad_x), arrays.to_host(grad_hx)
-    return grad_x, grad_hx, grads
+        grad_x, grad_hx = arrays.to_host(grad_x), _to_host_states(arrays, grad_hx)
+    return grad_x, structure.public(grad_hx), grads
+
+
+_BACKWARD_DOC = """Backpropagation through time for the {forward} call that made ``context``.
+
+    ``grad_output`` is dL/d output and ``grad_h_n`` dL/d {final} (None: zero{pair_none}), in
+    the layouts {forward} returned them; gradients past a sequence's length are ignored.
+    Parameter gradients are ADDED into ``grads`` (a dict keyed like the weights, of their
+    shapes and dtype, C-contiguous and writeable, on the weights' device; None: fresh zeros).
+    Returns ``(grad_input, grad_hx, grads)``, grad_input in the input's layout (zero past each
+    length), grad_hx in hx's ({grad_hx}).
+    """
+
+
+def rnn_backward(context: Context, grad_output: ArrayLike, grad_h_n: Optional[ArrayLike] = None,
+                 grads: Optional[dict] = None) -> tuple[Any, Any, dict]:
+    return _backward(context, grad_output, grad_h_n, grads, "rnn_backward", ("RNN",))
+
+
+def lstm_backward(context: Context, grad_output: ArrayLike, grad_h_n: Optional[tuple] = None,
+                  grads: Optional[dict] = None) -> tuple[Any, tuple, dict]:
+    return _backward(context, grad_output, grad_h_n, grads, "lstm_backward", ("LSTM",))
+
+
+def gru_backward(context: Context, grad_output: ArrayLike, grad_h_n: Optional[ArrayLike] = None,
+                 grads: Optional[dict] = None) -> tuple[Any, Any, dict]:
+    return _backward(context, grad_output, grad_h_n, grads, "gru_backward", ("GRU",))
+
+
+rnn_backward.__doc__ = _BACKWARD_DOC.format(forward="rnn_forward", final="h_n", pair_none="",
+                                            grad_hx="one array")
+lstm_backward.__doc__ = _BACKWARD_DOC.format(
+    forward="lstm_forward", final="(h_n, c_n)", pair_none=";\n    either member of the pair "
+    "may be None too", grad_hx="the pair (grad_h_0, grad_c_0)")
+gru_backward.__doc__ = _BACKWARD_DOC.format(forward="gru_forward", final="h_n", pair_none="",
+                                            grad_hx="one array")
 
 
 def _gradient_buffers(arrays, grads, structure):
@@ -732,4 +766,3 @@ def _gradient_buffers(arrays, grads, structure):
         _check_packed_array(arrays, f"gradient buffer {name!r}", grads[name], shape,
                             structure.dtype, writeable=True)
     return [grads[name] for name in shapes]
-

@@ -1,8 +1,12 @@
 """Backends: one module per device, each computing ONE layer in ONE direction.
 
 Why this shape: stacking layers, the two directions, dropout, ``batch_first`` and unbatched
-input are handled once, in ``fastrnn.functional``; a backend only needs the two kernels below
+input are handled once, in ``fastrnn.functional`` (its packed level, ``_stack.py``, for every
+cell); a backend only needs the kernels below, a forward and a backward per cell it supports,
 plus a handful of array operations on its own device (allocation, copies, products by a mask).
+A backend may lack a cell: ``functional.backend_runs(name, mode)`` says whether it has that
+cell's kernels, 'auto' picks one that does, and asking a backend for a cell it lacks is a
+clear BackendUnavailable error.
 
 The contract every backend module meets (arrays live on the backend's device; all float
 arrays share one dtype, float32 or float64). Sequences are PACKED, as in torch's
@@ -38,6 +42,9 @@ from h0; h_n holds each sequence's state after its own last step in the walk.
     The gated cells (torch's gate order: LSTM i, f, g, o; GRU r, z, n with b_hn inside
     r * (h W_hn^T + b_hn)) follow the same rules. ``workspace`` is written by the forward and
     read by the backward: what backward needs of each row, in a layout every backend shares.
+    (functional keeps each layer-direction's workspace as one C-contiguous block of the flat
+    array a forward saves for its backward, see _stack.py; in inference one scratch block is
+    reused by every layer-direction.)
 
     lstm_forward_<dev>(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse,
                        out, h_n, c_n, workspace)
