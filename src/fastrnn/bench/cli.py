@@ -30,9 +30,9 @@ PARAGRAPHS = [
     "with lengths= against fastrnn on the same batch padded to its longest sequence, torch on a "
     "PackedSequence, ONNX Runtime with sequence_lens; and an equal-lengths batch given as "
     "lengths against the same without them; 64 sequences, lengths 10..200, I=H=256, and "
-    "(100,16,64,64) with all lengths 100); latency (us per call at T=1 and T=16, B=1, I=H=64, "
-    "no grad, against torch.nn.RNN; fastrnn.step is timed when the layer has a step method; "
-    "the Elman RNN only, whatever --cells says).",
+    "(100,16,64,64) with all lengths 100, whatever the shapes); latency (us per call at T=1 "
+    "and T=16, B=1, I=H=64, no grad, against torch.nn.RNN; fastrnn.step is timed when the "
+    "layer has a step method; the Elman RNN only, whatever --cells says).",
     "The limit, exactly: " + limit.HOW + ".",
     "Threads: --threads N (default 1) is applied to every engine: fastrnn.set_num_threads (it "
     "loads the kernels' BLAS first, so the limit reaches it, and sets NumPy's BLAS too); "
@@ -86,11 +86,13 @@ def add_arguments(parser):
     add("--shapes", choices=sorted(shapes.SHAPE_SETS), default="small",
         help="small (default, about two minutes): device inference, small, torch's default and "
              "stacked shapes; deepbench: DeepBench training, T=50, H in 1760/2048/2560, B in "
-             "16..128 (many minutes); all: both; tiny: two toy shapes (seconds, for tests)")
+             "16..128 (many minutes); all: both; tiny: toy shapes and toy ragged batches "
+             "(seconds, for tests)")
     add("--cells", nargs="+", default=["rnn"], metavar="CELL",
         help="rnn, lstm, gru (commas work too; default rnn): the cells the throughput and "
-             "ragged sections time, each shape once per cell (each cell adds about as long "
-             "as the rnn run takes, gated cells longer)")
+             "ragged sections time, each shape once per cell; lstm and gru each take about "
+             "twice as long as rnn (the small set pinned to one core of a busy machine: rnn "
+             "1.5 minutes, rnn,lstm,gru 7)")
     add("--shape", action="append", type=shapes.parse_shape, metavar="T,B,I,H[,L[,bi|uni]]",
         help="time this shape instead of a set (repeatable); L: layers (default 1); bi: "
              "bidirectional (default uni)")
