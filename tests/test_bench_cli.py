@@ -239,7 +239,8 @@ def test_a_run_without_torch_says_torch_was_not_run(tmp_path):
     record = json.loads(path.read_text())
     assert record["settings"]["engines"] == ["fastrnn"]
     assert set(record["unavailable"]) == {"torch", "fastrnn.torch"}
-    assert all(set(r["engines"]) == {"fastrnn", "limit"} for r in record["throughput"])
+    # the limit of a toy shape may be dropped (too close to its calls' own cost on a busy machine)
+    assert all(set(r["engines"]) - {"limit"} == {"fastrnn"} for r in record["throughput"])
     assert all(set(r["engines"]) == {"fastrnn"} for r in record["ragged"])
 
 
