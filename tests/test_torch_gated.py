@@ -1,8 +1,9 @@
 """fastrnn.torch.LSTM and fastrnn.torch.GRU as drop-in torch.nn.LSTM / torch.nn.GRU: outputs,
 final states and the gradients of the input, the initial states and every parameter over a
 grid (layers, directions, batch_first, bias, proj_size, dtypes, padded and PackedSequence
-sorted and unsorted, with and without initial states; see ``grid``); strict state_dicts both ways, torch's
-initialisation, attributes, constructor and forward errors, low precision and dropout."""
+sorted and unsorted, with and without initial states; see ``grid``); strict state_dicts both
+ways, torch's initialisation, attributes, constructor and forward errors, low precision and
+dropout."""
 import itertools
 
 import numpy as np
@@ -252,7 +253,8 @@ BAD_FORWARDS = {   # name: (cell, constructor kwargs, input, hx)
     "GRU sequence length 0, batch_first": ("GRU", dict(batch_first=True), z(2, 0, 3), None),
     "LSTM input dtype": ("LSTM", dict(), z(2, 2, 3, dtype=torch.float64), None),
     "GRU input on another device": ("GRU", dict(), z(2, 1, 3, device="meta"), z(2, 1, 5)),
-    "LSTM c on another device": ("LSTM", dict(), z(2, 1, 3), (z(2, 1, 5), z(2, 1, 5, device="meta"))),
+    "LSTM c on another device": ("LSTM", dict(), z(2, 1, 3),
+                                 (z(2, 1, 5), z(2, 1, 5, device="meta"))),
 }
 
 

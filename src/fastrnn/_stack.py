@@ -536,10 +536,10 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
                     validate: bool = True):
     """Backpropagation through time for one forward_packed call (same arguments, plus its
     ``output`` and ``saved``: any C-contiguous array of saved_size(N) elements, read flat, or
-    the pair of its blocks; None only when that size is 0). grad_output [N, D*P]; grad_h_n like hx, or None (zeros;
-    for LSTM either member of the pair may be None too); ``grads``: arrays in the weights'
-    order that parameter gradients are ADDED into (None: fresh zeros); they must be
-    C-contiguous, writeable and of the weights' shapes and dtype.
+    the pair of its blocks; None only when that size is 0). grad_output [N, D*P]; grad_h_n
+    like hx, or None (zeros; for LSTM either member of the pair may be None too); ``grads``:
+    arrays in the weights' order that parameter gradients are ADDED into (None: fresh zeros);
+    they must be C-contiguous, writeable and of the weights' shapes and dtype.
     Returns ``(grad_x [N, I], grad_hx (like hx), grads)``."""
     arrays, dtype = backend.ARRAYS, structure.dtype
     if validate:

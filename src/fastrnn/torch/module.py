@@ -322,8 +322,8 @@ def _permute(states: tuple, permutation) -> tuple:
     return tuple(_apply_permutation(state, permutation) for state in states)
 
 
-_BACKEND_DOC = """``backend``, the kernels to run: 'auto' ('cuda' for CUDA tensors, 'cpu' otherwise),
-    'cpu', 'numpy' (the reference, slow) or 'cuda'."""
+_BACKEND_DOC = """``backend``, the kernels to run: 'auto' ('cuda' for CUDA tensors, 'cpu'
+    otherwise), 'cpu', 'numpy' (the reference, slow) or 'cuda'."""
 
 
 class RNN(_FastrnnRecurrent, nn.RNN):
