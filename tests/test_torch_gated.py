@@ -345,3 +345,88 @@ def test_dropout_one_feeds_zeros_to_the_upper_layer(cell):
     output, _ = ours(x)
     expected, _ = upper(torch.zeros(5, 2, width))
     torch.testing.assert_close(output, expected)
+
+
+# ----------------------------------------------------------------------------- autograd
+def test_no_grad_gives_the_training_output_without_a_graph():
+    ours, _ = module_pair(I, H, seed=10, cell="LSTM", num_layers=2, proj_size=P)
+    x = torch.randn(T, B, I)
+    output_train, _ = ours(x)
+    with torch.no_grad():
+        output, (h_n, c_n) = ours(x)
+    assert output_train.grad_fn is not None
+    assert output.grad_fn is None and h_n.grad_fn is None and c_n.grad_fn is None
+    torch.testing.assert_close(output, output_train.detach(), rtol=0, atol=0)
+
+
+def test_gradients_go_only_where_asked():
+    module = LSTM(I, H)
+    module.weight_ih_l0.requires_grad_(False)
+    h0 = torch.randn(1, 2, H)
+    c0 = torch.randn(1, 2, H, requires_grad=True)
+    x = torch.randn(T, 2, I)                       # no grad wanted for the input
+    output, (h_n, c_n) = module(x, (h0, c0))
+    (output.sum() + c_n.sum()).backward()
+    assert x.grad is None and h0.grad is None and module.weight_ih_l0.grad is None
+    assert c0.grad is not None and c0.grad.abs().sum() > 0
+    assert module.weight_hh_l0.grad is not None and module.bias_hh_l0.grad is not None
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_training_loop_matches_torch(cell):
+    """A few Adam steps of Embedding -> cell -> Linear: the same losses as torch's module."""
+    generator = torch.Generator().manual_seed(6)
+    tokens = torch.randint(0, 12, (10, 4), generator=generator)
+    targets = torch.roll(tokens, -1, dims=0)
+    losses = []
+    for module_class in (getattr(nn, cell), getattr(fastrnn.torch, cell)):
+        torch.manual_seed(6)
+        model = nn.ModuleDict({"embedding": nn.Embedding(12, 8, dtype=torch.float64),
+                               "rnn": module_class(8, 16, num_layers=2, dtype=torch.float64),
+                               "head": nn.Linear(16, 12, dtype=torch.float64)})
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        run = []
+        for _ in range(6):
+            optimizer.zero_grad()
+            output, _ = model["rnn"](model["embedding"](tokens))
+            logits = model["head"](output)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, 12), targets.reshape(-1))
+            loss.backward()
+            optimizer.step()
+            run.append(loss.item())
+        losses.append(torch.tensor(run, dtype=torch.float64))
+    assert losses[1][-1] < losses[1][0] - 0.1             # it learns
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_jit_trace_follows_its_input(cell):
+    ours, _ = module_pair(I, H, seed=11, cell=cell, num_layers=2)
+    traced = torch.jit.trace(ours, (torch.randn(T, 2, I),))
+    x = torch.randn(T, 2, I)
+    got, expected = traced(x), ours(x)
+    for a, b in zip([got[0], *state_members(got[1])], [expected[0], *state_members(expected[1])]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert "fastrnn" in str(traced.graph)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_cuda_tensors_match_torch_on_cuda(cell):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    kwargs = dict(num_layers=2, bidirectional=True)
+    if cell == "LSTM":
+        kwargs["proj_size"] = P
+    ours, theirs = module_pair(I, H, seed=12, cell=cell, **kwargs)
+    ours.cuda(), theirs.cuda()
+    generator = torch.Generator().manual_seed(12)
+    x = torch.randn(T, B, I, generator=generator).cuda()
+    states = [s.cuda() for s in states_for(ours, B, torch.float32, generator)]
+    for layout in ("padded", "unsorted"):
+        ours_results = forward_backward(ours, x, states, LENGTHS[layout], False)
+        theirs_results = forward_backward(theirs, x, states, LENGTHS[layout], False)
+        assert all(value.device.type == "cuda" for key, value in ours_results.items()
+                   if key not in ("batch_sizes", "sorted_indices", "unsorted_indices"))
+        assert_results_match(ours_results, theirs_results, torch.float32)
