@@ -27,7 +27,8 @@ CELLS = ("RNN", "LSTM", "GRU")
 INFOS = {cell: next(info for info in module_db if info.module_cls is getattr(nn, cell))
          for cell in CELLS}
 # float32: torch.testing.assert_close's defaults (what torch's own module tests allow)
-TOLERANCE = {torch.float32: dict(rtol=1.3e-6, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
+TOLERANCE = {torch.float32: dict(rtol=1.3e-6, atol=1e-5),
+             torch.float64: dict(rtol=1e-10, atol=1e-12)}
 # the gated cells' float32 gradients chain more roundings per step (gate products, in another
 # order than torch's kernels): a few ulps more, as in the other parity tests
 GATED_GRADIENT_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
