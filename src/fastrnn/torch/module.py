@@ -131,6 +131,7 @@ class _FastrnnRecurrent:
     precision, and the bookkeeping around them. Inside, the state is a tuple: (h,) or LSTM's
     (h, c); ``forward`` takes and returns it in torch's form."""
 
+    _PAIRED = False              # whether the state is the pair (h, c): the LSTM
     # torch's wording where the classes differ (the LSTM's state pair; torch.nn.RNN's "tensor")
     _INPUT_DIM_MESSAGE = "{name}: Expected input to be 2D or 3D, got {dim}D instead"
     _STATE_SIZE_MESSAGES = ("Expected hidden size {}, got {}",)
@@ -145,10 +146,6 @@ class _FastrnnRecurrent:
         s = super().extra_repr()
         return s if self.backend == "auto" else f"{s}, backend={self.backend!r}"
 
-    @property
-    def _paired(self) -> bool:
-        return self.mode == "LSTM"
-
     def _config(self) -> ops.Config:
         return ops.Config(self.mode, self.num_layers, self.bidirectional, self.bias, self.backend)
 
@@ -161,7 +158,7 @@ class _FastrnnRecurrent:
         _check_is_tensor(input, name)
         self._update_flat_weights()
         orig_input = input
-        states = None if hx is None else ((hx[0], hx[1]) if self._paired else (hx,))
+        states = None if hx is None else ((hx[0], hx[1]) if self._PAIRED else (hx,))
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = input
             max_batch_size = (sorted_indices.shape[0] if sorted_indices is not None
@@ -179,7 +176,7 @@ class _FastrnnRecurrent:
                 input = input.unsqueeze(batch_dim)
                 states = None if states is None else tuple(s.unsqueeze(1) for s in states)
             max_batch_size = input.size(0) if self.batch_first else input.size(1)
-        if states is not None:                # None: zeros, made only where they are needed
+        if states is not None and sorted_indices is not None:    # None: zeros where needed
             states = _permute(states, sorted_indices)
         self._check_forward_args(input, states, batch_sizes, max_batch_size)
         if self.batch_first and batch_sizes is None:
@@ -192,8 +189,9 @@ class _FastrnnRecurrent:
         elif not is_batched:
             output = output.squeeze(batch_dim)
             finals = tuple(f.squeeze(1) for f in finals)
-        finals = _permute(finals, unsorted_indices)
-        return output, (finals if self._paired else finals[0])
+        if unsorted_indices is not None:
+            finals = _permute(finals, unsorted_indices)
+        return output, (finals if self._PAIRED else finals[0])
 
     def _check_state_dims(self, states: tuple, expected: int) -> None:
         """torch's error for states whose number of dimensions does not suit the input's."""
@@ -201,7 +199,7 @@ class _FastrnnRecurrent:
         if dims == [expected] * len(dims):
             return
         kind = "unbatched 2-D" if expected == 2 else "batched 3-D"
-        if self._paired:
+        if self._PAIRED:
             raise RuntimeError(f"For {kind} input, hx and cx should also be {expected}-D but "
                                f"got ({dims[0]}-D, {dims[1]}-D) tensors")
         raise RuntimeError(f"For {kind} input, hx should also be {expected}-D but got "
@@ -213,12 +211,16 @@ class _FastrnnRecurrent:
         zeros."""
         self.check_input(input, batch_sizes)
         weight = self._flat_weights[0]
-        for state, shape, message, what in zip(states or (), self._states_shapes(max_batch_size),
-                                               self._STATE_SIZE_MESSAGES, ("hx", "cx")):
-            self.check_hidden_size(state, shape, message)
-            _check_state_dtype(state, weight, what)
-        for state in states or (input,):
-            _check_devices(input, state, weight, self.backend)
+        if states is None:
+            _check_devices(input, input, weight, self.backend)
+        else:
+            shapes = self._states_shapes(max_batch_size)
+            for state, shape, message, what in zip(states, shapes, self._STATE_SIZE_MESSAGES,
+                                                   ("hx", "cx")):
+                self.check_hidden_size(state, shape, message)
+                _check_state_dtype(state, weight, what)
+            for state in states:
+                _check_devices(input, state, weight, self.backend)
         if batch_sizes is None and input.size(1 if self.batch_first else 0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
@@ -237,7 +239,7 @@ class _FastrnnRecurrent:
     def _states_shapes(self, batch: int) -> tuple:
         """The shape of each state: (h,), or the LSTM's (h, c) with h proj_size wide."""
         lead = (self.num_layers * (2 if self.bidirectional else 1), batch)
-        if self._paired:
+        if self._PAIRED:
             return (*lead, self.proj_size or self.hidden_size), (*lead, self.hidden_size)
         return ((*lead, self.hidden_size),)
 
@@ -258,10 +260,10 @@ class _FastrnnRecurrent:
         dtype = _compute_dtype(io_dtype, type(self).__name__)
         masks = self._dropout_masks(input, dtype)
         hx = states[0].to(dtype)
-        cx = states[1].to(dtype) if self._paired else ops.no_cell_state(hx)
+        cx = states[1].to(dtype) if self._PAIRED else ops.no_cell_state(hx)
         output, h_n, c_n = autograd.rnn(input.to(dtype), batch_sizes, hx, cx,
                                         [w.to(dtype) for w in weights], masks, self._config())
-        finals = (h_n, c_n) if self._paired else (h_n,)
+        finals = (h_n, c_n) if self._PAIRED else (h_n,)
         return output.to(io_dtype), tuple(f.to(io_dtype) for f in finals)
 
     def _eager_forward(self, weights):
@@ -304,7 +306,7 @@ class _FastrnnRecurrent:
         computes them through its decomposition of torch.rnn_tanh/rnn_relu/lstm/gru into
         per-step linear layers, so that is what runs here, exactly as for torch's modules."""
         function = _TORCH_FUNCTIONS[self.mode]
-        hx = states if self._paired else states[0]
+        hx = states if self._PAIRED else states[0]
         dropout = self.dropout if self.training else 0.0
         if batch_sizes is None:
             result = function(input, hx, weights, self.bias, self.num_layers, dropout,
@@ -315,10 +317,8 @@ class _FastrnnRecurrent:
         return result[0], tuple(result[1:])
 
 
-def _permute(states: tuple, permutation) -> tuple:
-    """Each state with its batch axis permuted (torch's permute_hidden; None: as it is)."""
-    if permutation is None:
-        return states
+def _permute(states: tuple, permutation: Tensor) -> tuple:
+    """Each state with its batch axis permuted (torch's permute_hidden)."""
     return tuple(_apply_permutation(state, permutation) for state in states)
 
 
@@ -357,6 +357,7 @@ class LSTM(_FastrnnRecurrent, nn.LSTM):
     and return the low dtype. Parameters, state_dict, gradients (any order: double backward,
     torch.func) and errors are torch.nn.LSTM's.
     """
+    _PAIRED = True
     _STATE_SIZE_MESSAGES = ("Expected hidden[0] size {}, got {}",
                             "Expected hidden[1] size {}, got {}")
 

@@ -284,11 +284,13 @@ class EagerForward:
         """``(output, final states)`` for input [T, B, I] or packed [N, I] of the weights'
         dtype; ``states``: the initial (h,) or LSTM's (h, c), or None for zeros; the final
         states come back as a tuple of the same kind."""
-        prepared = self.prepared
-        h0 = None
+        prepared, paired = self.prepared, self.prepared.paired
+        h0 = None                   # no generator expressions here: this runs on every call
         if states is not None:
-            h0 = tuple(_as_array(state, prepared.backend) for state in states)
-            h0 = prepared.structure.public(h0)
+            backend = prepared.backend
+            h0 = _as_array(states[0], backend)
+            if paired:
+                h0 = (h0, _as_array(states[1], backend))
         if batch_sizes is None and masks is None:
             output, finals, _ = functional.forward_prepared(
                 prepared, _as_array(input, prepared.backend), h0, need_backward=False)
@@ -299,8 +301,10 @@ class EagerForward:
                 None if masks is None else _as_array(_rows(masks, 1), prepared.backend),
                 need_saved=False)
             output = output.reshape(*input.shape[:-1], -1)
-        finals = finals if prepared.paired else (finals,)
-        return torch.from_numpy(output), tuple(map(torch.from_numpy, finals))
+        if paired:
+            return torch.from_numpy(output), (torch.from_numpy(finals[0]),
+                                              torch.from_numpy(finals[1]))
+        return torch.from_numpy(output), (torch.from_numpy(finals),)
 
 
 def rnn_forward_impl(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, cx: Tensor,
