@@ -68,9 +68,11 @@ def leaves(module, x_shape, batch, seed=0):
 
 @pytest.mark.parametrize("case", sorted(CELLS))
 def test_gradcheck_through_packed_input_and_dropout(case):
-    ours, _ = make_pair(case, dropout=0.5)
+    ours, _ = make_pair(case, dropout=0.5, hidden_size=2, proj_size=1) if case == "LSTM" \
+        else make_pair(case, dropout=0.5, hidden_size=2)
     function = as_function(ours, packed_lengths=torch.tensor([1, 3]), dropout_seed=3)
-    assert torch.autograd.gradcheck(function, leaves(ours, (3, 2, 2), 2, seed=1))
+    assert torch.autograd.gradcheck(function, leaves(ours, (3, 2, 2), 2, seed=1),
+                                    check_batched_grad=True)
 
 
 @pytest.mark.parametrize("case", sorted(SMALL_CELLS))
@@ -229,6 +231,16 @@ def test_export_save_load_round_trip_equals_eager(case):
     hx2 = hx2 if count == 2 else hx2[0]
     got, expected = loaded(x2, hx2), ours(x2, hx2)
     for a, b in zip([got[0], *state_members(got[1])], [expected[0], *state_members(expected[1])]):
+        torch.testing.assert_close(a, b, **EXACT)
+
+
+def test_export_with_a_dynamic_batch():
+    ours, _ = make_pair("LSTM", seed=10, dtype=torch.float32)
+    batch = torch.export.Dim("batch", min=2, max=64)
+    program = torch.export.export(ours, (torch.randn(5, 2, 2),), dynamic_shapes=({1: batch},))
+    x = torch.randn(5, 7, 2)
+    got, (expected, (h_n, c_n)) = program.module()(x), ours(x)
+    for a, b in zip([got[0], *got[1]], [expected, h_n, c_n]):
         torch.testing.assert_close(a, b, **EXACT)
 
 
