@@ -151,6 +151,9 @@ def test_saved_as_its_two_blocks_gives_what_the_flat_array_gives(mode, proj_size
     with pytest.raises(ValueError, match=r"saved\[0\] of shape"):
         functional.backward_packed(reference, structure, x, hx, weights, SIZES, output,
                                    (blocks[0][:, :-1], blocks[1]), None, grad)
+    with pytest.raises(ValueError, match=r"saved\[0\] of shape .*got None"):
+        functional.backward_packed(reference, structure, x, hx, weights, SIZES, output,
+                                   (None, blocks[1]), None, grad)
 
 
 def test_packed_level_checks_the_gated_arguments():

@@ -461,8 +461,8 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
     instead of one fresh flat array. ``validate=False`` skips the checks of every argument (for
     callers that made these arrays themselves).
     Returns ``(output [N, D*P], h_n (like hx), saved)``: ``saved`` is the 1-D array of
-    ``structure.saved_size(N)`` elements that backward_packed needs (module header), or None
-    when ``need_saved`` is False.
+    ``structure.saved_size(N)`` elements that backward_packed needs (module header; the pair
+    given as ``saved``, if one was), or None when ``need_saved`` is False.
     """
     arrays, dtype = backend.ARRAYS, structure.dtype
     if validate:
@@ -593,10 +593,12 @@ def _check_saved(arrays, structure, saved, rows, writeable=False):
         if len(saved) != 2:
             raise ValueError(f"Expected saved to be one array or the pair (layer outputs, "
                              f"workspaces), got a tuple of {len(saved)}")
-        for name, block, shape, used in zip(("saved[0]", "saved[1]"), saved,
-                                            structure.saved_shapes(rows),
-                                            structure.saved_views(saved, rows)):
-            if used is not None:
+        needed = (structure.num_layers > 1, structure.workspace_width > 0)
+        for name, block, shape, need in zip(("saved[0]", "saved[1]"), saved,
+                                            structure.saved_shapes(rows), needed):
+            if need and block is None:
+                raise ValueError(f"Expected {name} of shape {shape}, got None")
+            if need:
                 _check_packed_array(arrays, name, block, shape, structure.dtype, writeable)
         return
     if saved is None:
