@@ -91,6 +91,9 @@ class _Forward(torch.autograd.Function):
         input, batch_sizes, hx, cx, weights, masks, *config, _ = inputs
         ctx.config = Config(*config)
         ctx.mark_non_differentiable(output[3], output[4])
+        # no zeros made for the gradients of the workspace (as large as the gates of every
+        # step), nor for unused outputs: backward makes the few it needs
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(input, batch_sizes, hx, cx, weights, masks, output[0], output[3],
                               output[4])
 
@@ -102,7 +105,8 @@ class _Forward(torch.autograd.Function):
         backward = _BackwardWithJvp if _forward_mode_possible() else _Backward
         grad_input, grad_hx, grad_cx, grad_weights = backward.apply(
             input, batch_sizes, hx, cx, weights, masks, output, layer_outputs, gates,
-            grad_output, grad_h_n, grad_c_n, *ctx.config, need_weight_grads)
+            _zeros_for(grad_output, output), _zeros_for(grad_h_n, hx), _zeros_for(grad_c_n, cx),
+            *ctx.config, need_weight_grads)
         return (grad_input, None, grad_hx, grad_cx,
                 grad_weights if need_weight_grads else None) + (None,) * 7
 

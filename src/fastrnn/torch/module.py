@@ -195,9 +195,12 @@ class _FastrnnRecurrent:
 
     def _check_state_dims(self, states: tuple, expected: int) -> None:
         """torch's error for states whose number of dimensions does not suit the input's."""
-        dims = [state.dim() for state in states]
-        if dims == [expected] * len(dims):
+        for state in states:                  # a loop: this runs on every call
+            if state.dim() != expected:
+                break
+        else:
             return
+        dims = [state.dim() for state in states]
         kind = "unbatched 2-D" if expected == 2 else "batched 3-D"
         if self._PAIRED:
             raise RuntimeError(f"For {kind} input, hx and cx should also be {expected}-D but "
