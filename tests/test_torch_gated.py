@@ -154,8 +154,9 @@ def test_unbatched_input_matches_torch(cell, batch_first):
 @pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 def test_no_grad_and_eval_match_torch(cell):
     """The eager fast path (no gradient wanted), padded and packed, with dropout off in eval."""
+    extra = dict(proj_size=P) if cell == "LSTM" else {}
     ours, theirs = module_pair(I, H, seed=5, cell=cell, num_layers=2, bidirectional=True,
-                               dropout=0.3)
+                               dropout=0.3, **extra)
     ours.eval(), theirs.eval()
     x = torch.randn(T, B, I)
     packed = pack_padded_sequence(x, torch.tensor(LENGTHS["unsorted"]), enforce_sorted=False)
