@@ -28,3 +28,12 @@ def test_torch_example_runs(capsys):
                  if "fastrnn.torch" in b)
     exec(compile(block, "README torch example", "exec"), {})
     assert capsys.readouterr().out.split() == ["True", "True", "True", "torch.bfloat16"]
+
+
+def test_torch_lstm_example_runs(capsys):
+    """The torch section's LSTM block: torch's state_dict loads and the outputs agree."""
+    pytest.importorskip("torch")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+              if "fastrnn.torch.LSTM" in b]
+    exec(compile(blocks[0], "README torch LSTM example", "exec"), {})
+    assert capsys.readouterr().out.split() == ["True"]
