@@ -103,7 +103,7 @@ def test_ragged_table_has_fastrnn_padded_and_the_packed_peers(quick_run):
         engines, shape = result["engines"], result["shape"]
         assert list(engines)[:2] == ["fastrnn", "fastrnn-padded"] and "limit" not in engines
         assert "jax" not in engines
-        assert ("fastrnn.torch" in engines) == (shape["cell"] == "rnn" and "torch" in engines)
+        assert ("fastrnn.torch" in engines) == ("torch" in engines)
         lengths = shape["lengths"]
         assert len(lengths) == shape["B"] and max(lengths) == shape["T"]
         assert min(lengths) == shape["shortest"]
@@ -116,11 +116,7 @@ def test_ragged_table_has_fastrnn_padded_and_the_packed_peers(quick_run):
 
 def test_engines_left_out_are_only_those_without_the_cell_or_packing(quick_run):
     stdout, record, _ = quick_run
-    expected, every_shape = {}, shapes.TINY + shapes.TINY_RAGGED
-    if "fastrnn.torch" in record["settings"]["engines"]:
-        expected["fastrnn.torch"] = {s.key: f"fastrnn.torch has no {s.cell.upper()} in this "
-                                     f"version" for s in shapes.with_cells(every_shape,
-                                                                           ("lstm", "gru"))}
+    expected = {}
     if "jax" in record["settings"]["engines"]:
         expected["jax"] = {s.key: "lax.scan has no packed sequences (a masked scan would run "
                            "the padded batch)"
@@ -458,8 +454,6 @@ def expected_skip(engine, shape):
     """Why an engine must refuse a problem, or None when it must solve it."""
     if engine == "fastrnn-padded" and not shape.shortest:
         return "times ragged batches only"
-    if engine == "fastrnn.torch" and shape.cell != "rnn":
-        return f"fastrnn.torch has no {shape.cell.upper()}"
     if engine == "jax" and shape.shortest:
         return "lax.scan has no packed sequences"
     return None

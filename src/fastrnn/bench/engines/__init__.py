@@ -70,7 +70,7 @@ ENGINES = [
     Engine("fastrnn.step", "fastrnn_engine", "step", sections=("latency",),
            note="fastrnn.RNN.step(x_t, h), once per time step"),
     Engine("fastrnn.torch", "torch_engine", "fastrnn.torch",
-           note="fastrnn.torch.RNN (torch.nn.RNN's interface on fastrnn's kernels)"),
+           note="fastrnn.torch.RNN/LSTM/GRU (torch's modules on fastrnn's kernels)"),
     Engine("torch", "torch_engine", "torch",
            note="torch.nn.RNN/LSTM/GRU; ragged: a PackedSequence"),
     Engine("onnxruntime", "onnxruntime_engine", note="ONNX Runtime, one RNN/LSTM/GRU node per "

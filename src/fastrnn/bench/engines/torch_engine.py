@@ -36,8 +36,6 @@ def _module_class(variant, cell):
     name = cell.upper()
     if variant == "fastrnn.torch":
         import fastrnn.torch
-        if not hasattr(fastrnn.torch, name):
-            raise Skip(f"fastrnn.torch has no {name} in this version")
         return getattr(fastrnn.torch, name)
     return getattr(torch.nn, name)
 
