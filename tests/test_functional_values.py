@@ -63,8 +63,8 @@ def oracle(cell, x, weights, h0, c0, num_layers, directions):
 
 
 def make_weights(cell, num_layers=2, bidirectional=False, dtype="float64", seed=0):
-    layer = getattr(fastrnn, cell if cell != "RNN" else "RNN")(
-        I, H, num_layers=num_layers, bidirectional=bidirectional, dtype=dtype, seed=seed)
+    layer = getattr(fastrnn, cell)(I, H, num_layers=num_layers, bidirectional=bidirectional,
+                                   dtype=dtype, seed=seed)
     rng = np.random.default_rng(seed + 1)
     # larger than the default init, so every term moves the result well above rounding
     return {k: (rng.standard_normal(v.shape) * 0.6).astype(dtype)
@@ -231,7 +231,8 @@ def test_backward_matches_central_differences(cell, backend, with_lengths):
         minus = loss()
         array[...] = saved
         numeric = (plus - minus) / (2 * eps)
-        assert np.sum(analytic[name] * direction) == pytest.approx(numeric, rel=1e-6, abs=1e-8), name
+        along = np.sum(analytic[name] * direction)
+        assert along == pytest.approx(numeric, rel=1e-6, abs=1e-8), name
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
@@ -316,7 +317,7 @@ def test_step_with_dropout_scales_the_kept_units(cell):
     assert set(np.unique(mask)) == {0.0, 2.0}
     got = F.step_prepared(prepared, x, hx, dropout=p, training=True,
                           rng=np.random.default_rng(14))
-    first = {k.replace("_l0", "_l0"): v for k, v in weights.items() if k.endswith("_l0")}
+    first = {k: v for k, v in weights.items() if k.endswith("_l0")}
     second = {k.replace("_l1", "_l0"): v for k, v in weights.items() if k.endswith("_l1")}
     h1, c1 = oracle_cell(cell, x, h0[0], c0[0], _cell_weights(first))
     h2, c2 = oracle_cell(cell, h1 * mask, h0[1], c0[1], _cell_weights(second))
@@ -395,3 +396,19 @@ def test_gradient_buffer_messages():
         F.rnn_backward(context, grad, None, partial)
     with pytest.raises(ValueError, match="grad_h_n"):
         F.rnn_backward(context, grad, np.zeros((2, B + 1, H)))
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("training, dropout", [(False, 0.5), (True, 0.0)])
+def test_step_of_converted_input_draws_no_mask_outside_dropout_training(cell, training, dropout):
+    """Input the fast path cannot take as it is (a list, another dtype) goes the general way:
+    same values, and no mask (and no rng needed) unless training with dropout > 0."""
+    rng = np.random.default_rng(17)
+    weights = make_weights(cell)
+    prepared = F.prepare_weights(weights, MODES[cell], "cpu")
+    x = rng.standard_normal((B, I))
+    h0, c0, hx = initial_states(cell, rng, 2, 1, "float64")
+    _, h_n, c_n = oracle(cell, x[None], weights, h0, c0, 2, 1)
+    for given in (x.tolist(), np.asfortranarray(x)):
+        got = F.step_prepared(prepared, given, hx, dropout=dropout, training=training)
+        assert_states(got, expected_states(cell, h_n, c_n), cell, "float64")
