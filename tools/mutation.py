@@ -4,6 +4,8 @@
     python tools/mutation.py --module functional  # one module (repeatable)
     python tools/mutation.py --kernels            # only the hand-picked csrc/ mutants
     python tools/mutation.py --list               # the modules and kernel mutants configured
+    python tools/mutation.py --module functional --rescore   # the table again from the last
+                                                  # run (after editing the equivalents)
 
 Python modules: mutmut (PyPI) plants its one-token mutants in each function of the module and
 runs, per mutant, the tests of the module's own fast subset that execute that function
@@ -23,6 +25,8 @@ of a module is killed / (total - equivalent); a mutant that no test of the subse
 counts as a survivor. One worker throughout: the machines this runs on are shared.
 """
 import argparse
+import ast
+import difflib
 import json
 import os
 import shutil
@@ -75,24 +79,44 @@ def clean_environment():
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
+def mutated_files(scratch, module):
+    """The module's files as mutmut wrote them in the scratch directory (patterns expanded)."""
+    return [path for pattern in module["mutate"]
+            for path in sorted((scratch / "mutants").glob(pattern))]
+
+
 def statuses(scratch, module):
     """{mutant name: status} from the result files mutmut leaves beside each mutated file."""
     found = {}
-    for path in module["mutate"]:
-        meta = scratch / "mutants" / (path + ".meta")
+    for path in mutated_files(scratch, module):
+        meta = path.with_name(path.name + ".meta")
         if meta.exists():
             codes = json.loads(meta.read_text())["exit_code_by_key"]
             found.update({k: MUTMUT_STATUS.get(v, "suspicious") for k, v in codes.items()})
     return found
 
 
-def write_survivors(scratch, survivors):
-    """Each survivor's diff (mutmut show), for whoever writes the test that kills it."""
+def mutant_functions(mutated_file):
+    """{function name: its source lines} of every function in a file mutmut wrote."""
+    source = mutated_file.read_text()
+    lines = source.splitlines()
+    return {node.name: lines[node.lineno:node.end_lineno]
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and "__mutmut_" in node.name}
+
+
+def write_survivors(scratch, module, survivors):
+    """Each survivor's changed lines, for whoever writes the test that kills it."""
+    functions = {}
+    for path in mutated_files(scratch, module):
+        functions.update(mutant_functions(path))
     with open(scratch / "survivors.txt", "w") as out:
         for name in survivors:
-            shown = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=scratch,
-                                   env=clean_environment(), capture_output=True, text=True)
-            out.write(f"# {name}\n{shown.stdout}\n")
+            function = name.rsplit(".", 1)[1]
+            original = functions.get(function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", [])
+            changed = difflib.unified_diff(original, functions.get(function, []), lineterm="", n=0)
+            out.write(f"# {name}\n" + "\n".join(list(changed)[2:]) + "\n\n")
 
 
 def score_module(name, found, equivalent):
@@ -107,15 +131,20 @@ def score_module(name, found, equivalent):
             "survived": len(survivors), "score": score, "survivors": survivors}
 
 
-def run_module(name, module, config, pytest_options):
-    scratch = prepare_scratch(name, module, pytest_options)
+def run_module(name, module, config, pytest_options, rescore=False):
+    """Mutates one module (or, with rescore, reads its last run again) and scores it."""
     started = time.monotonic()
-    with open(scratch / "mutmut.log", "w") as log:
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1"],
-                       cwd=scratch, env=clean_environment(), stdout=log, stderr=subprocess.STDOUT)
+    if rescore:
+        scratch = SCRATCH / name
+    else:
+        scratch = prepare_scratch(name, module, pytest_options)
+        with open(scratch / "mutmut.log", "w") as log:
+            subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1"],
+                           cwd=scratch, env=clean_environment(), stdout=log,
+                           stderr=subprocess.STDOUT)
     row = score_module(name, statuses(scratch, module), config.get("equivalent", {}))
     row["seconds"] = time.monotonic() - started
-    write_survivors(scratch, row["survivors"])
+    write_survivors(scratch, module, row["survivors"])
     return row
 
 
@@ -189,6 +218,8 @@ def main(argv=None):
                         help="mutate this module only (repeatable)")
     parser.add_argument("--kernels", action="store_true", help="only the csrc/ mutants")
     parser.add_argument("--list", action="store_true", help="show what is configured")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the modules' last runs again without mutating")
     args = parser.parse_args(argv)
     if args.list:
         for name, module in modules.items():
@@ -202,10 +233,10 @@ def main(argv=None):
         print(f"{'module':<16} {'total':>6} {'killed':>6} {'equiv':>6} {'surv':>6} "
               f"{'score':>7} {'time':>8}")
     for name in chosen:
-        rows.append(run_module(name, modules[name], config, pytest_options))
+        rows.append(run_module(name, modules[name], config, pytest_options, args.rescore))
         print_module_row(rows[-1])
     kernel_rows = []
-    if args.kernels or not args.module:
+    if args.kernels or not (args.module or args.rescore):
         print("kernel mutants:")
         kernel_rows = run_kernels(config)
     target = config.get("target_percent", 90)
