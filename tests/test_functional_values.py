@@ -8,6 +8,8 @@ on every path the caller's arguments select: plain inference (need_backward=Fals
 general path, batch_first, unbatched, ``lengths``, ``out=``, one ``step``, dropout in training.
 Sizes are tiny, so the whole file runs in about a second.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -412,3 +414,48 @@ def test_step_of_converted_input_draws_no_mask_outside_dropout_training(cell, tr
     for given in (x.tolist(), np.asfortranarray(x)):
         got = F.step_prepared(prepared, given, hx, dropout=dropout, training=training)
         assert_states(got, expected_states(cell, h_n, c_n), cell, "float64")
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_unbatched_step_with_ready_states(cell):
+    """Unbatched input [I] and contiguous states [L, H]: the kernels see a batch of one."""
+    rng = np.random.default_rng(18)
+    weights = make_weights(cell)
+    prepared = F.prepare_weights(weights, MODES[cell], "cpu")
+    x = rng.standard_normal(I)
+    h0, c0 = rng.standard_normal((2, 2, H))
+    hx = (h0, c0) if cell == "LSTM" else h0
+    _, h_n, c_n = oracle(cell, x[None, None], weights, h0[:, None], c0[:, None], 2, 1)
+    want = expected_states(cell, h_n[:, 0], c_n[:, 0])
+    assert_states(F.step_prepared(prepared, x, hx), want, cell, "float64")
+    out = (np.empty((2, H)), np.empty((2, H))) if cell == "LSTM" else np.empty((2, H))
+    assert F.step_prepared(prepared, x, hx, out=out) is out
+    assert_states(out, want, cell, "float64")
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM"])
+def test_step_refuses_a_read_only_or_misshapen_out(cell):
+    weights = make_weights(cell)
+    prepared = F.prepare_weights(weights, MODES[cell], "cpu")
+    x, state = np.zeros((B, I)), np.zeros((2, B, H))
+    hx = (state, state.copy()) if cell == "LSTM" else state
+    frozen = np.zeros((2, B, H))
+    frozen.flags.writeable = False
+    out = (np.zeros((2, B, H)), frozen) if cell == "LSTM" else frozen
+    last = "out[1]" if cell == "LSTM" else "out"
+    with pytest.raises(ValueError, match=rf"^{re.escape(last)} is read-only"):
+        F.step_prepared(prepared, x, hx, out=out)
+    wrong = (np.zeros((2, B, H)), np.zeros((2, B, H + 1))) if cell == "LSTM" \
+        else np.zeros((2, B, H + 1))
+    with pytest.raises(ValueError, match=rf"^Expected {re.escape(last)} of shape \(2, 2, 4\)"):
+        F.step_prepared(prepared, x, hx, out=wrong)
+
+
+def test_step_names_the_misshapen_member_of_hx():
+    prepared = F.prepare_weights(make_weights("LSTM"), "LSTM", "cpu")
+    hx = (np.zeros((2, B, H)), np.zeros((2, B, H + 1)))
+    message = r"^Expected hidden\[1\] size \(2, 2, 4\), got \[2, 2, 5\]$"
+    with pytest.raises(ValueError, match=message):
+        F.step_prepared(prepared, np.zeros((B, I)), hx)
+    with pytest.raises(ValueError, match=r"^LSTM.step: Expected input to be 1D"):
+        F.step_prepared(prepared, np.zeros((1, B, I)), None)

@@ -4,8 +4,10 @@
     python tools/mutation.py --module functional  # one module (repeatable)
     python tools/mutation.py --kernels            # only the hand-picked csrc/ mutants
     python tools/mutation.py --list               # the modules and kernel mutants configured
-    python tools/mutation.py --module functional --rescore   # the table again from the last
-                                                  # run (after editing the equivalents)
+    python tools/mutation.py --module functional --survivors  # only the last run's survivors
+                                                  # again (after adding tests)
+    python tools/mutation.py --module functional --rescore    # the last run's table again
+                                                  # (after editing the equivalents)
 
 Python modules: mutmut (PyPI) plants its one-token mutants in each function of the module and
 runs, per mutant, the tests of the module's own fast subset that execute that function
@@ -131,18 +133,27 @@ def score_module(name, found, equivalent):
             "survived": len(survivors), "score": score, "survivors": survivors}
 
 
-def run_module(name, module, config, pytest_options, rescore=False):
-    """Mutates one module (or, with rescore, reads its last run again) and scores it."""
+def run_mutmut(scratch, mutants=()):
+    """mutmut over the scratch directory's module: every mutant, or only those named."""
+    with open(scratch / "mutmut.log", "a") as log:
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *mutants],
+                       cwd=scratch, env=clean_environment(), stdout=log,
+                       stderr=subprocess.STDOUT)
+
+
+def run_module(name, module, config, pytest_options, again="all"):
+    """Mutates one module and scores it. again: 'all' (a fresh run), 'survivors' (the last
+    run's survivors only: added tests cannot revive a killed mutant of unchanged code) or
+    'none' (score the last run again)."""
     started = time.monotonic()
-    if rescore:
-        scratch = SCRATCH / name
-    else:
-        scratch = prepare_scratch(name, module, pytest_options)
-        with open(scratch / "mutmut.log", "w") as log:
-            subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1"],
-                           cwd=scratch, env=clean_environment(), stdout=log,
-                           stderr=subprocess.STDOUT)
-    row = score_module(name, statuses(scratch, module), config.get("equivalent", {}))
+    equivalent = config.get("equivalent", {})
+    scratch = SCRATCH / name
+    if again == "all":
+        prepare_scratch(name, module, pytest_options)
+        run_mutmut(scratch)
+    elif again == "survivors":
+        run_mutmut(scratch, score_module(name, statuses(scratch, module), equivalent)["survivors"])
+    row = score_module(name, statuses(scratch, module), equivalent)
     row["seconds"] = time.monotonic() - started
     write_survivors(scratch, module, row["survivors"])
     return row
@@ -218,8 +229,11 @@ def main(argv=None):
                         help="mutate this module only (repeatable)")
     parser.add_argument("--kernels", action="store_true", help="only the csrc/ mutants")
     parser.add_argument("--list", action="store_true", help="show what is configured")
-    parser.add_argument("--rescore", action="store_true",
-                        help="score the modules' last runs again without mutating")
+    again = parser.add_mutually_exclusive_group()
+    again.add_argument("--survivors", action="store_const", dest="again", const="survivors",
+                       default="all", help="run only the last run's survivors again")
+    again.add_argument("--rescore", action="store_const", dest="again", const="none",
+                       help="score the modules' last runs again without mutating")
     args = parser.parse_args(argv)
     if args.list:
         for name, module in modules.items():
@@ -233,10 +247,10 @@ def main(argv=None):
         print(f"{'module':<16} {'total':>6} {'killed':>6} {'equiv':>6} {'surv':>6} "
               f"{'score':>7} {'time':>8}")
     for name in chosen:
-        rows.append(run_module(name, modules[name], config, pytest_options, args.rescore))
+        rows.append(run_module(name, modules[name], config, pytest_options, args.again))
         print_module_row(rows[-1])
     kernel_rows = []
-    if args.kernels or not (args.module or args.rescore):
+    if args.kernels or not (args.module or args.again != "all"):
         print("kernel mutants:")
         kernel_rows = run_kernels(config)
     target = config.get("target_percent", 90)
