@@ -459,3 +459,25 @@ def test_step_names_the_misshapen_member_of_hx():
         F.step_prepared(prepared, np.zeros((B, I)), hx)
     with pytest.raises(ValueError, match=r"^LSTM.step: Expected input to be 1D"):
         F.step_prepared(prepared, np.zeros((1, B, I)), None)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_general_step_writes_out_apart_or_in_place(cell):
+    """A converted input (a list) takes the general path: ``out`` apart from hx is written
+    directly, ``out`` that is hx (unbatched too) receives a copy; dropout without training=True
+    drops nothing (training defaults to False)."""
+    rng = np.random.default_rng(19)
+    weights = make_weights(cell)
+    prepared = F.prepare_weights(weights, MODES[cell], "cpu")
+    x = rng.standard_normal((B, I))
+    h0, c0, _ = initial_states(cell, rng, 2, 1, "float64")
+    _, h_n, c_n = oracle(cell, x[None], weights, h0, c0, 2, 1)
+    pair = cell == "LSTM"
+    apart = (np.empty_like(h0), np.empty_like(c0)) if pair else np.empty_like(h0)
+    hx = (h0.copy(), c0.copy()) if pair else h0.copy()
+    assert F.step_prepared(prepared, x.tolist(), hx, out=apart, dropout=0.9) is apart
+    assert_states(apart, expected_states(cell, h_n, c_n), cell, "float64")
+    one = tuple(np.ascontiguousarray(s[:, 0]) for s in (h0, c0))
+    hx = one if pair else one[0]
+    assert F.step_prepared(prepared, x[0].tolist(), hx, out=hx) is hx
+    assert_states(hx, expected_states(cell, h_n[:, 0], c_n[:, 0]), cell, "float64")
