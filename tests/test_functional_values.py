@@ -345,6 +345,7 @@ def test_forward_dropout_uses_the_masks_of_rng(cell):
     weights = make_weights(cell)
     x = rng.standard_normal((T, B, I))
     mask = F.dropout_masks(np.random.default_rng(16), (1, T * B, H), p, "float64")
+    assert set(np.unique(mask)) == {0.0, 1 / (1 - p)}      # inverted dropout's scale
     out, _, _ = FORWARDS[cell](x, weights, dropout=p, training=True, backend="cpu",
                                rng=np.random.default_rng(16))
     first = {k: v for k, v in weights.items() if k.endswith("_l0")}
