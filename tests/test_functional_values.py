@@ -482,3 +482,34 @@ def test_general_step_writes_out_apart_or_in_place(cell):
     hx = one if pair else one[0]
     assert F.step_prepared(prepared, x[0].tolist(), hx, out=hx) is hx
     assert_states(hx, expected_states(cell, h_n[:, 0], c_n[:, 0]), cell, "float64")
+
+
+@pytest.mark.parametrize("need_backward", [True, False])
+def test_inference_takes_and_checks_what_the_general_path_does(need_backward):
+    """need_backward=False starts on the fast path, which must hand every call it cannot take
+    as it is to the general path: lists convert, wrong dtypes, sizes and lengths are refused
+    with the same messages."""
+    rng = np.random.default_rng(20)
+    weights = make_weights("GRU")
+    x, h0 = rng.standard_normal((T, B, I)), rng.standard_normal((2, B, H))
+    want = oracle("GRU", x, weights, h0, h0, 2, 1)[0]
+
+    def forward(given, hx=None):
+        return F.gru_forward(given, weights, hx, backend="cpu", need_backward=need_backward)[0]
+
+    assert_close(forward(x.tolist(), h0.tolist()), want, "float64", what="lists")
+    assert_close(forward(np.asfortranarray(x), h0), want, "float64", what="strided x")
+    with pytest.raises(TypeError, match="^Expected input of dtype float64"):
+        forward(x.astype(np.float32))
+    with pytest.raises(ValueError, match="^input.size\\(-1\\) must be equal to input_size"):
+        forward(np.zeros((T, B, I + 1)))
+    with pytest.raises(ValueError, match="^Expected sequence length to be larger than 0"):
+        forward(np.zeros((0, B, I)))
+    with pytest.raises(ValueError, match=r"^Expected hidden size \(2, 2, 4\), got \[2, 3, 4\]$"):
+        forward(x, np.zeros((2, 3, H)))
+
+
+def test_step_refuses_a_zero_dimensional_input():
+    prepared = F.prepare_weights(make_weights("RNN"), "RNN_TANH", "cpu")
+    with pytest.raises(ValueError, match=r"^RNN.step: Expected input to be 1D .* got 0D"):
+        F.step_prepared(prepared, np.zeros(()), None)
