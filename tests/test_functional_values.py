@@ -450,6 +450,9 @@ def test_step_refuses_a_read_only_or_misshapen_out(cell):
         else np.zeros((2, B, H + 1))
     with pytest.raises(ValueError, match=rf"^Expected {re.escape(last)} of shape \(2, 2, 4\)"):
         F.step_prepared(prepared, x, hx, out=wrong)
+    if cell == "LSTM":
+        with pytest.raises(TypeError, match=r"^LSTM: Expected out to be a tuple \(h, c\)"):
+            F.step_prepared(prepared, x, hx, out=np.zeros((2, B, H)))
 
 
 def test_step_names_the_misshapen_member_of_hx():
