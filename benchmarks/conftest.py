@@ -5,8 +5,11 @@ here, borrowed from ``python -m fastrnn bench``: every engine gets the same thre
 whole session (FASTRNN_BENCH_THREADS, default 1; the bench's prepare_threads), each engine is
 checked against fastrnn on each shape before it is timed, and every result carries the machine,
 the libraries and the BLAS kernels in its ``extra_info``. Shapes come from FASTRNN_BENCH_SHAPES
-(small | deepbench | all, default small); with ``--benchmark-disable`` (the CI smoke run) only
-the two toy shapes run, once each.
+(small | deepbench | all, default small), each once per cell of FASTRNN_BENCH_CELLS (a comma
+list of rnn, lstm, gru; default rnn), and the ragged batches likewise; with
+``--benchmark-disable`` (the CI smoke run) only the toy shapes run, once each: all of them for
+the Elman RNN, the first for LSTM and GRU (their code paths are the same; the agreement of
+every cell on every layout is tests/test_bench_cli.py's job).
 """
 import os
 
@@ -18,14 +21,24 @@ from fastrnn.bench.run import prepare_threads, select_engines
 
 THREADS = int(os.environ.get("FASTRNN_BENCH_THREADS", "1"))
 SHAPES = os.environ.get("FASTRNN_BENCH_SHAPES", "small")
+CELLS = os.environ.get("FASTRNN_BENCH_CELLS", "rnn").split(",")
+
+
+def smoke_shapes(shape_list):
+    return (shapes.with_cells(shape_list, ["rnn"])
+            + shapes.with_cells(shape_list[:1], ["lstm", "gru"]))
 
 
 def pytest_generate_tests(metafunc):
-    if "shape" in metafunc.fixturenames:
-        disabled = metafunc.config.getoption("benchmark_disable", False)
-        shape_list = shapes.SHAPE_SETS["tiny" if disabled else SHAPES]
-        metafunc.parametrize("shape", shape_list, ids=[s.label for s in shape_list],
-                             scope="module")
+    disabled = metafunc.config.getoption("benchmark_disable", False)
+    shape_set = "tiny" if disabled else SHAPES
+    for fixture, shape_list in (("shape", shapes.SHAPE_SETS[shape_set]),
+                                ("ragged_shape", shapes.ragged_shapes(shape_set))):
+        if fixture in metafunc.fixturenames:
+            shape_list = (smoke_shapes(shape_list) if disabled
+                          else shapes.with_cells(shape_list, CELLS))
+            metafunc.parametrize(fixture, shape_list, ids=[s.key for s in shape_list],
+                                 scope="module")
     if "latency_shape" in metafunc.fixturenames:
         metafunc.parametrize("latency_shape", shapes.LATENCY,
                              ids=[s.label for s in shapes.LATENCY], scope="module")
@@ -53,6 +66,11 @@ def _problem(shape):
 @pytest.fixture(scope="module")
 def problem(shape):
     return _problem(shape)
+
+
+@pytest.fixture(scope="module")
+def ragged_problem(ragged_shape):
+    return _problem(ragged_shape)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
 """``python -m fastrnn bench``: its outputs, its bookkeeping, the limit and the engines' checks.
 
-The command runs in a fresh interpreter on the two toy shapes (``--shapes tiny``), one repeat
-and tiny samples, so these tests take seconds; they check structure, arithmetic on the
-medians and agreement with fastrnn, never speed. Peers are tested when installed: torch
-(torch, fastrnn.torch), onnx + onnxruntime, jax; matplotlib for the chart.
+The command runs in a fresh interpreter on the two toy shapes (``--shapes tiny``) and the two
+toy ragged batches, for every cell, one repeat and tiny samples, so these tests take seconds;
+they check structure, arithmetic on the medians and agreement with fastrnn, never speed.
+Peers are tested when installed: torch (torch, fastrnn.torch), onnx + onnxruntime, jax;
+matplotlib for the chart.
 """
+import dataclasses
 import contextlib
 import csv
 import io
@@ -21,6 +23,7 @@ from fastrnn.bench.engines import BY_NAME, Skip
 
 ENV = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}   # no fake GPU
 QUICK = ["--shapes", "tiny", "--repeats", "1", "--min-sample", "0.001", "--no-progress"]
+ALL_CELLS = ["--cells", "rnn,lstm", "gru"]             # both spellings of a list
 TORCHLESS = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['fastrnn'] + "
              "sys.argv[1:]; runpy.run_module('fastrnn', run_name='__main__')")
 
@@ -40,11 +43,12 @@ def run_bench(args, without_torch=False, pinned=False):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One run, pinned to one CPU, with every engine installed here, in every format."""
+    """One run, pinned to one CPU, with every engine installed here and every cell, in every
+    format."""
     folder = tmp_path_factory.mktemp("bench")
     paths = {fmt: folder / f"run{suffix}" for suffix, fmt in report.SUFFIXES.items()}
-    done = run_bench(QUICK + [arg for path in paths.values() for arg in ("-o", str(path))],
-                     pinned=True)
+    done = run_bench(QUICK + ALL_CELLS
+                     + [arg for path in paths.values() for arg in ("-o", str(path))], pinned=True)
     assert done.returncode == 0, done.stderr
     return done.stdout, json.loads(paths["json"].read_text()), paths
 
@@ -56,21 +60,75 @@ def test_text_report_fits_100_columns(quick_run):
     assert max(len(line) for line in stdout.splitlines()) <= 100
 
 
-def test_text_report_has_a_row_per_shape_and_engine(quick_run):
+def _table(lines, title, results):
+    """The rows of the text table whose header starts with ``title``: (header, rows)."""
+    header = next(i for i, line in enumerate(lines) if line.startswith(title))
+    return lines[header], lines[header + 1:header + 1 + sum(len(r["engines"]) for r in results)]
+
+
+def _column(header, rows, name):
+    """Each row's word under the column titled ``name`` ('' where the cell is blank)."""
+    start = header.index(name)
+    return [(row[start:].split() or [""])[0] if row[start:start + 1].strip() else ""
+            for row in rows]
+
+
+def test_text_report_has_a_row_per_shape_cell_and_engine(quick_run):
     stdout, record, _ = quick_run
-    lines = stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("shape T,B,I,H,L,dir"))
-    assert lines[header].split() == ["shape", "T,B,I,H,L,dir", "engine", "fwd", "ms", "rel",
-                                     "%lim", "f+b", "ms", "rel", "%lim"]
-    engine_column = lines[header].index("engine")
-    rows = lines[header + 1:header + 1 + sum(len(r["engines"]) for r in record["throughput"])]
+    header, rows = _table(stdout.splitlines(), "shape T,B,I,H,L,dir  cell", record["throughput"])
+    assert header.split() == ["shape", "T,B,I,H,L,dir", "cell", "engine", "fwd", "ms", "rel",
+                              "%lim", "f+b", "ms", "rel", "%lim"]
     engines = [name for r in record["throughput"] for name in r["engines"]]
-    assert [row[engine_column:].split()[0] for row in rows] == engines
+    assert _column(header, rows, "engine") == engines
     assert [row.split()[0] for row in rows if not row.startswith(" ")] == \
         [s.label for s in shapes.TINY]
-    for row in rows:
-        engine = row[engine_column:].split()[0]
+    first_rows = [r["shape"]["cell"] if i == 0 else "" for r in record["throughput"]
+                  for i in range(len(r["engines"]))]
+    assert _column(header, rows, "cell") == first_rows
+    assert [r["shape"]["key"] for r in record["throughput"]] == \
+        [s.key for s in shapes.with_cells(shapes.TINY, shapes.CELLS)]
+    for row, engine in zip(rows, engines):
         assert ("fwd only" in row) == (engine == "onnxruntime")
+
+
+def test_ragged_table_has_fastrnn_padded_and_the_packed_peers(quick_run):
+    stdout, record, _ = quick_run
+    header, rows = _table(stdout.splitlines(), "shape T,B,I,H,L,dir  lengths", record["ragged"])
+    assert header.split() == ["shape", "T,B,I,H,L,dir", "lengths", "cell", "engine", "fwd", "ms",
+                              "rel", "f+b", "ms", "rel"]
+    assert [r["shape"]["key"] for r in record["ragged"]] == \
+        [s.key for s in shapes.with_cells(shapes.TINY_RAGGED, shapes.CELLS)]
+    assert [word for word in _column(header, rows, "lengths") if word] == ["2..9", "all"]
+    for result in record["ragged"]:
+        engines, shape = result["engines"], result["shape"]
+        assert list(engines)[:2] == ["fastrnn", "fastrnn-padded"] and "limit" not in engines
+        assert "jax" not in engines
+        assert ("fastrnn.torch" in engines) == (shape["cell"] == "rnn" and "torch" in engines)
+        lengths = shape["lengths"]
+        assert len(lengths) == shape["B"] and max(lengths) == shape["T"]
+        assert min(lengths) == shape["shortest"]
+        tokens_share = sum(lengths) / (shape["T"] * shape["B"])
+        padded = shapes.flops(shapes.Shape(shape["T"], shape["B"], shape["I"], shape["H"],
+                                           cell=shape["cell"]), "forward_backward")
+        assert result["flops"]["forward_backward"] == int(padded * tokens_share)
+    assert "fastrnn-padded" not in {name for r in record["throughput"] for name in r["engines"]}
+
+
+def test_engines_left_out_are_only_those_without_the_cell_or_packing(quick_run):
+    stdout, record, _ = quick_run
+    expected, every_shape = {}, shapes.TINY + shapes.TINY_RAGGED
+    if "fastrnn.torch" in record["settings"]["engines"]:
+        expected["fastrnn.torch"] = {s.key: f"fastrnn.torch has no {s.cell.upper()} in this "
+                                     f"version" for s in shapes.with_cells(every_shape,
+                                                                           ("lstm", "gru"))}
+    if "jax" in record["settings"]["engines"]:
+        expected["jax"] = {s.key: "lax.scan has no packed sequences (a masked scan would run "
+                           "the padded batch)"
+                           for s in shapes.with_cells(shapes.TINY_RAGGED, shapes.CELLS)}
+    assert record["skipped"] == expected
+    words = " ".join(stdout.split())
+    for name in expected:
+        assert f"Not timed: {name} on " in words
 
 
 def test_header_names_machine_threads_blas_and_the_limit(quick_run):
@@ -89,7 +147,8 @@ def test_json_records_settings_machine_libraries_and_threads(quick_run):
     assert record["schema"] == run.SCHEMA
     settings = record["settings"]
     assert settings["threads"] == 1 and settings["repeats"] == 1
-    assert settings["sections"] == ["throughput", "latency"]
+    assert settings["sections"] == ["throughput", "ragged", "latency"]
+    assert settings["cells"] == ["rnn", "lstm", "gru"]
     assert settings["engines"][0] == "fastrnn" and "fastrnn-numpy" not in settings["engines"]
     assert record["machine"]["cpu"] and record["machine"]["logical_cores"] >= 1
     if hasattr(os, "sched_setaffinity"):
@@ -104,7 +163,7 @@ def test_json_records_settings_machine_libraries_and_threads(quick_run):
 
 def test_json_ratios_are_the_ratios_of_the_medians(quick_run):
     _, record, _ = quick_run
-    for result in record["throughput"]:
+    for result in record["throughput"] + record["ragged"]:
         engines = result["engines"]
         assert "fastrnn" in engines and "limit calls" not in engines   # subtracted, not shown
         for name, entry in engines.items():
@@ -114,7 +173,7 @@ def test_json_ratios_are_the_ratios_of_the_medians(quick_run):
                 if name != "fastrnn":
                     assert m["rel"] == pytest.approx(
                         m["median_ms"] / engines["fastrnn"][mode]["median_ms"])
-                if name != "limit" and mode in engines["limit"]:
+                if name != "limit" and mode in engines.get("limit", {}):
                     assert m["share_of_limit"] == pytest.approx(
                         engines["limit"][mode]["median_ms"] / m["median_ms"])
     for result in record["latency"]:
@@ -130,12 +189,15 @@ def test_csv_has_one_row_per_engine_shape_and_mode(quick_run):
     _, record, paths = quick_run
     rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
     assert list(rows[0]) == list(report.CSV_FIELDS)
-    expected = [(section, r["shape"]["label"], name, mode, m["median_ms"])
-                for section in ("throughput", "latency") for r in record[section]
+    expected = [(section, r["shape"]["label"], r["shape"]["cell"], r["shape"]["lengths_label"],
+                 name, mode, m["median_ms"])
+                for section in run.SECTIONS for r in record[section]
                 for name, entry in r["engines"].items() for mode, m in entry.items()]
-    assert [(row["section"], row["shape"], row["engine"], row["mode"]) for row in rows] == \
-        [e[:4] for e in expected]
-    assert [float(row["median_ms"]) for row in rows] == pytest.approx([e[4] for e in expected])
+    assert [(row["section"], row["shape"], row["cell"], row["lengths"], row["engine"],
+             row["mode"]) for row in rows] == [e[:6] for e in expected]
+    assert [float(row["median_ms"]) for row in rows] == pytest.approx([e[6] for e in expected])
+    assert {row["cell"] for row in rows} == {"rnn", "lstm", "gru"}
+    assert {row["lengths"] for row in rows if row["section"] == "ragged"} == {"2..9", "all 5"}
 
 
 def test_markdown_tables_are_well_formed(quick_run):
@@ -147,13 +209,15 @@ def test_markdown_tables_are_well_formed(quick_run):
                 tables.append([])
             tables[-1].append(line)
         previous = line
-    assert len(tables) == 2                                   # throughput, latency
+    assert len(tables) == 3                                   # throughput, ragged, latency
     for table in tables:
         widths = {line.count("|") - line.count("\\|") for line in table}
         assert len(widths) == 1
         assert set(table[1]) <= set("|-:")
-    throughput_rows = len(tables[0]) - 2
-    assert throughput_rows == sum(len(r["engines"]) for r in record["throughput"])
+    for table, section in zip(tables, ("throughput", "ragged")):
+        assert len(table) - 2 == sum(len(r["engines"]) for r in record[section])
+    assert tables[1][0].startswith("| shape T,B,I,H,L,dir | lengths | cell | engine |")
+    assert tables[2][0].startswith("| engine |")
 
 
 @pytest.mark.parametrize("fmt, parse", [("json", json.loads),
@@ -175,7 +239,9 @@ def test_a_run_without_torch_says_torch_was_not_run(tmp_path):
     record = json.loads(path.read_text())
     assert record["settings"]["engines"] == ["fastrnn"]
     assert set(record["unavailable"]) == {"torch", "fastrnn.torch"}
-    assert all(set(r["engines"]) == {"fastrnn", "limit"} for r in record["throughput"])
+    # the limit of a toy shape may be dropped (too close to its calls' own cost on a busy machine)
+    assert all(set(r["engines"]) - {"limit"} == {"fastrnn"} for r in record["throughput"])
+    assert all(set(r["engines"]) == {"fastrnn"} for r in record["ragged"])
 
 
 def test_custom_shapes_replace_the_set(tmp_path):
@@ -201,6 +267,7 @@ def test_plot_is_written(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--engines", "fastrnn,tensorflow"], "unknown engine(s) tensorflow"),
     (["--sections", "speed"], "unknown section(s) speed"),
+    (["--cells", "rnn,elman"], "unknown cell(s) elman; expected some of rnn, lstm, gru"),
     (["--threads", "0"], "--threads must be >= 1, got 0"),
     (["--repeats", "0"], "--repeats must be >= 1, got 0"),
     (["--clock", "cpu", "--threads", "2"], "--clock cpu adds up the time of all threads"),
@@ -234,6 +301,35 @@ def test_products_of_a_stacked_bidirectional_shape():
     assert shapes.flops(shape, "forward_backward") == 3 * shapes.flops(shape, "forward")
 
 
+@pytest.mark.parametrize("cell, gates", [("lstm", 4), ("gru", 3)])
+def test_a_gated_cells_products_are_g_times_wider_on_the_gate_side(cell, gates):
+    elman = shapes.Shape(3, 2, 5, 4, layers=2, bidirectional=True)
+    gated = dataclasses.replace(elman, cell=cell)
+    widen = {"input projection": "n", "step": "n", "step gradient": "k", "dX": "k",
+             "dW_ih": "m", "dW_hh": "m"}
+    for mine, theirs in zip(shapes.products(gated, "forward_backward"),
+                            shapes.products(elman, "forward_backward")):
+        axis = widen[mine.kind]
+        assert mine == dataclasses.replace(theirs, **{axis: gates * getattr(theirs, axis)})
+    for mode in timing.MODES:
+        assert shapes.flops(gated, mode) == gates * shapes.flops(elman, mode)
+
+
+def test_a_ragged_shape_has_shuffled_spread_lengths_and_its_tokens_flops():
+    shape = shapes.Shape(200, 64, 256, 256, shortest=10)
+    lengths = shape.lengths()
+    assert sorted(lengths) == list(np.linspace(10, 200, 64).round().astype(int))
+    assert list(lengths) != sorted(lengths)                       # the caller's order
+    assert np.array_equal(lengths, shape.lengths())               # seeded
+    assert shape.tokens == lengths.sum() and shape.lengths_label == "10..200"
+    padded = dataclasses.replace(shape, shortest=0)
+    assert padded.lengths() is None and padded.tokens == 200 * 64 and padded.lengths_label == ""
+    assert shapes.flops(shape, "forward") == \
+        shapes.flops(padded, "forward") * lengths.sum() // (200 * 64)
+    equal = dataclasses.replace(shape, T=5, shortest=5, cell="gru")
+    assert list(equal.lengths()) == [5] * 64 and equal.key == "gru 5,64,256,256,1,uni all 5"
+
+
 def _op(matrix, transposed):
     return np.swapaxes(matrix, -1, -2) if transposed else matrix
 
@@ -255,12 +351,13 @@ def test_each_limit_product_computes_op_a_times_op_b(product):
     np.testing.assert_allclose(call.out, want, rtol=1e-5, atol=1e-5)
 
 
-def test_limit_runner_runs_exactly_the_shapes_products(monkeypatch):
+@pytest.mark.parametrize("cell", shapes.CELLS)
+def test_limit_runner_runs_exactly_the_shapes_products(monkeypatch, cell):
     ran = []
     monkeypatch.setattr(limit.ProductCall, "_one_sgemm", lambda self: ran.append(self.product))
     monkeypatch.setattr(limit.ProductCall, "_stacked_matmul",
                         lambda self: ran.append(self.product))
-    shape = shapes.Shape(3, 2, 5, 4, layers=2, bidirectional=True)
+    shape = shapes.Shape(3, 2, 5, 4, layers=2, bidirectional=True, cell=cell)
     runner = limit.make_runner(shape)
     runner.forward()
     assert ran == shapes.forward_products(shape)
@@ -329,7 +426,7 @@ def test_noise_counts_the_samples_another_process_cut_into():
 def test_thread_warnings_name_the_engine_that_ran_too_many_threads():
     entry = lambda cpu, threads: {"forward": {"cpu_per_wall": cpu, "threads_reported": threads}}
     record = {"settings": {"threads": 1},
-              "throughput": [{"shape": {"label": "8,2,8,8,1,uni"},
+              "throughput": [{"shape": {"key": "rnn 8,2,8,8,1,uni"},
                               "engines": {"fastrnn": entry(1.0, [1]), "jax": entry(1.9, []),
                                           "torch": entry(1.0, [2])}}]}
     warnings = run.thread_warnings(record)
@@ -347,30 +444,62 @@ def test_a_sample_times_the_asked_number_of_calls():
 
 
 # ----------------------------------------------------------------------------- engines agree
-CASES = [shapes.Shape(7, 3, 5, 6), shapes.Shape(5, 2, 4, 3, layers=2, bidirectional=True)]
-PEERS = {"fastrnn": None, "fastrnn-numpy": None, "torch": "torch", "fastrnn.torch": "torch",
-         "onnxruntime": "onnxruntime", "jax": "jax"}
+UNI, BI = shapes.Shape(7, 3, 5, 6), shapes.Shape(5, 2, 4, 3, layers=2, bidirectional=True)
+RAGGED = shapes.Shape(6, 4, 3, 5, shortest=2)
+# Elman on both layouts and ragged; each gated cell on one layout and ragged (the tiny CLI run
+# checks the other layouts of every cell through the same check).
+CASES = [UNI, BI, RAGGED] + shapes.with_cells([UNI], ["lstm"]) \
+    + shapes.with_cells([BI], ["gru"]) + shapes.with_cells([RAGGED], ["lstm", "gru"])
+PEERS = {"fastrnn": None, "fastrnn-numpy": None, "fastrnn-padded": None, "torch": "torch",
+         "fastrnn.torch": "torch", "onnxruntime": "onnxruntime", "jax": "jax"}
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[s.label for s in CASES])
+def expected_skip(engine, shape):
+    """Why an engine must refuse a problem, or None when it must solve it."""
+    if engine == "fastrnn-padded" and not shape.shortest:
+        return "times ragged batches only"
+    if engine == "fastrnn.torch" and shape.cell != "rnn":
+        return f"fastrnn.torch has no {shape.cell.upper()}"
+    if engine == "jax" and shape.shortest:
+        return "lax.scan has no packed sequences"
+    return None
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[s.key for s in CASES])
 def problem(request):
     problem = agreement.make_problem(request.param)
     return problem, agreement.expected_results(problem)
 
 
 @pytest.mark.parametrize("engine", list(PEERS))
-def test_engine_agrees_with_fastrnn(engine, problem):
+def test_engine_agrees_with_fastrnn_or_says_why_not(engine, problem):
     if PEERS[engine]:
         pytest.importorskip(PEERS[engine])
     if engine == "onnxruntime":
         pytest.importorskip("onnx")
     problem, expected = problem
+    skip = expected_skip(engine, problem.shape)
+    if skip:
+        with pytest.raises(Skip, match=skip):
+            BY_NAME[engine].make_runner(problem)
+        return
     results = BY_NAME[engine].make_runner(problem).results()
-    must = {"output", "h_n"} | ({"grad_input", "grad_weight_hh_l0"}
-                                if engine != "onnxruntime" else set())
+    states = {"h_n", "c_n"} if problem.shape.cell == "lstm" else {"h_n"}
+    must = {"output"} | (states if engine != "fastrnn-padded" else set()) \
+        | ({"grad_input", "grad_weight_hh_l0"} if engine != "onnxruntime" else set())
     assert must <= set(results)
     name, error = agreement.worst_error(results, expected)
     assert error < 1e-4, f"{engine}: {name} off by {error}"
+
+
+def test_a_ragged_problem_is_zero_past_each_length():
+    problem = agreement.make_problem(RAGGED)
+    expected = agreement.expected_results(problem)
+    padding = agreement.past_lengths(problem.lengths, RAGGED.T)
+    assert padding.any() and not padding.all()
+    for name in ("output", "grad_input"):
+        assert not np.any(np.where(padding, expected[name], 0))
+    assert not np.any(np.where(padding, problem.x, 0))
 
 
 def test_a_wrong_engine_is_refused_with_the_array_it_got_wrong(problem):

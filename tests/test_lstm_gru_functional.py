@@ -126,6 +126,36 @@ def test_packed_backward_matches_the_layer(mode):
         assert_close(grad, layer.grads[name], "float64")
 
 
+@pytest.mark.parametrize("mode,proj_size", [("RNN_TANH", 0), ("LSTM", 2), ("GRU", 0)])
+def test_saved_as_its_two_blocks_gives_what_the_flat_array_gives(mode, proj_size):
+    """fastrnn.torch keeps saved's blocks as two arrays (an operator's outputs may not share
+    memory): forward_packed writes them in place, backward_packed reads them, bit for bit as
+    with one flat array; blocks of the wrong shape are refused."""
+    structure, weights, x, hx = packed_case(mode, 2, True, proj_size, seed=5)
+    output, h_n, flat = functional.forward_packed(reference, structure, x, hx, weights, SIZES)
+    blocks = tuple(np.full(shape, np.nan) if size else None for shape, size in
+                   zip(structure.saved_shapes(N), (True, structure.workspace_width > 0)))
+    output2, h_n2, saved = functional.forward_packed(reference, structure, x, hx, weights, SIZES,
+                                                     saved=blocks)
+    assert saved is blocks
+    for a, e in zip(structure.saved_views(blocks, N), structure.saved_views(flat, N)):
+        np.testing.assert_array_equal(a, e)
+    grad = np.random.default_rng(5).standard_normal(output.shape)
+    from_flat = functional.backward_packed(reference, structure, x, hx, weights, SIZES, output,
+                                           flat, None, grad)
+    from_blocks = functional.backward_packed(reference, structure, x, hx, weights, SIZES,
+                                             output2, blocks, None, grad)
+    for a, e in zip([from_blocks[0], *members(from_blocks[1]), *from_blocks[2]],
+                    [from_flat[0], *members(from_flat[1]), *from_flat[2]]):
+        np.testing.assert_array_equal(a, e)
+    with pytest.raises(ValueError, match=r"saved\[0\] of shape"):
+        functional.backward_packed(reference, structure, x, hx, weights, SIZES, output,
+                                   (blocks[0][:, :-1], blocks[1]), None, grad)
+    with pytest.raises(ValueError, match=r"saved\[0\] of shape .*got None"):
+        functional.backward_packed(reference, structure, x, hx, weights, SIZES, output,
+                                   (None, blocks[1]), None, grad)
+
+
 def test_packed_level_checks_the_gated_arguments():
     structure, weights, x, (h, c) = packed_case("LSTM", 2, False, seed=3)
     with pytest.raises(TypeError, match=r"LSTM: Expected hx to be a tuple \(h, c\) of two arrays"):

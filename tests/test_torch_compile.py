@@ -7,6 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 from fastrnn.torch import RNN, ops  # noqa: E402
@@ -118,29 +119,33 @@ def test_fake_tensor_forward_and_backward_give_shapes():
         assert x.grad.shape == x.shape and module.weight_hh_l1.grad.shape == (4, 4)
 
 
-OPCHECK_CASES = {   # name: (input shape, batch_sizes or None, layers, bidirectional, masks)
-    "equal lengths": ((3, 2, 3), None, 1, False, False),
-    "packed, 2 layers, bidirectional, dropout": ((6, 3), [3, 2, 1], 2, True, True),
+OPCHECK_CASES = {   # name: (mode, input shape, batch_sizes or None, layers, bidirectional, masks)
+    "equal lengths": ("RNN_TANH", (3, 2, 3), None, 1, False, False),
+    "packed, 2 layers, bidirectional, dropout": ("RNN_TANH", (6, 3), [3, 2, 1], 2, True, True),
+    "LSTM, packed, 2 layers, bidirectional, dropout": ("LSTM", (6, 3), [3, 2, 1], 2, True, True),
+    "GRU, equal lengths, 2 layers": ("GRU", (3, 2, 3), None, 2, False, False),
 }
 
 
 @pytest.mark.parametrize("case", sorted(OPCHECK_CASES))
 def test_operators_pass_opcheck(case):
     """torch.library.opcheck: schema, fake implementation, autograd registration, AOT dispatch."""
-    x_shape, sizes, layers, bidirectional, with_masks = OPCHECK_CASES[case]
+    mode, x_shape, sizes, layers, bidirectional, with_masks = OPCHECK_CASES[case]
     generator = torch.Generator().manual_seed(5)
     randn = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)
-    module = RNN(3, 4, num_layers=layers, bidirectional=bidirectional, dtype=torch.float64)
+    module = getattr(nn, mode.split("_")[0])(3, 4, num_layers=layers, bidirectional=bidirectional,
+                                             dtype=torch.float64)
     directions = 2 if bidirectional else 1
     batch_sizes = None if sizes is None else torch.tensor(sizes)
     batch = x_shape[1] if sizes is None else sizes[0]
     x, hx = randn(*x_shape), randn(layers * directions, batch, 4)
+    cx = randn(*hx.shape) if mode == "LSTM" else ops.no_cell_state(hx)
     weights = ops.flatten_weights(list(module.parameters())).detach()
     masks = randn(layers - 1, *x_shape[:-1], 4 * directions) if with_masks else None
-    config = ("RNN_TANH", layers, bidirectional, True, "auto")
-    forward_args = (x, batch_sizes, hx, weights, masks, *config, True)
+    config = (mode, layers, bidirectional, True, "auto")
+    forward_args = (x, batch_sizes, hx, cx, weights, masks, *config, True)
     torch.library.opcheck(torch.ops.fastrnn.rnn_forward.default, forward_args)
-    output, h_n, workspace = torch.ops.fastrnn.rnn_forward(*forward_args)
-    backward_args = (x, batch_sizes, hx, weights, masks, output, workspace, randn(*output.shape),
-                     randn(*h_n.shape), *config, True)
+    output, h_n, c_n, layer_outputs, gates = torch.ops.fastrnn.rnn_forward(*forward_args)
+    backward_args = (x, batch_sizes, hx, cx, weights, masks, output, layer_outputs, gates,
+                     randn(*output.shape), randn(*h_n.shape), randn(*c_n.shape), *config, True)
     torch.library.opcheck(torch.ops.fastrnn.rnn_backward.default, backward_args)

@@ -1,5 +1,6 @@
 """fastrnn.torch.RNN IS a torch.nn.RNN: its attributes, parameter bookkeeping, parametrizations,
-device and dtype moves, copies and constructor errors behave as torch.nn.RNN's own."""
+device and dtype moves, copies and constructor errors behave as torch.nn.RNN's own; the
+parametrizations, copies and weight replacements also for fastrnn.torch.LSTM and GRU."""
 import copy
 import io
 import pickle
@@ -13,9 +14,12 @@ from torch.nn.utils import parametrizations, parametrize  # noqa: E402
 
 from fastrnn.torch import RNN  # noqa: E402
 from helpers import raised_by  # noqa: E402
-from torch_helpers import module_pair  # noqa: E402
+from torch_helpers import module_pair, state_members  # noqa: E402
 
 KWARGS = dict(num_layers=2, bidirectional=True, nonlinearity="relu")
+CELL_KWARGS = {"RNN": KWARGS, "LSTM": dict(num_layers=2, bidirectional=True, proj_size=2),
+               "GRU": dict(num_layers=2, bidirectional=True)}
+CELLS = sorted(CELL_KWARGS)
 
 
 def test_is_an_nn_rnn_with_its_attributes():
@@ -54,9 +58,10 @@ def test_repr_names_a_backend_chosen_by_name():
     assert repr(RNN(3, 4, backend="numpy")) == "RNN(3, 4, backend='numpy')"
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("parametrization", ["weight_norm", "spectral_norm"])
-def test_parametrizations_match_nn_rnn(parametrization):
-    ours, theirs = module_pair(num_layers=2)
+def test_parametrizations_match_torch(parametrization, cell):
+    ours, theirs = module_pair(num_layers=2, cell=cell)
     for module in (ours, theirs):
         torch.manual_seed(1)                       # spectral_norm draws its start vectors
         getattr(parametrizations, parametrization)(module, "weight_hh_l0")
@@ -66,8 +71,8 @@ def test_parametrizations_match_nn_rnn(parametrization):
         results = []
         for module in (ours, theirs):
             module.zero_grad()
-            output, h_n = module(x)
-            (output.pow(2).sum() + h_n.sum()).backward()
+            output, final = module(x)
+            (output.pow(2).sum() + sum(s.sum() for s in state_members(final))).backward()
             results.append([output.detach()] + [p.grad for p in module.parameters()])
         for a, b in zip(*results):
             torch.testing.assert_close(a, b)
@@ -89,9 +94,10 @@ def test_dtype_and_device_moves_follow_the_parameters():
     assert ours(torch.empty(5, 2, 3, device="meta"))[0].shape == (5, 2, 8)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
-def test_copies_after_a_forward_with_a_graph_give_the_same_results(how):
-    ours, _ = module_pair(**KWARGS)
+def test_copies_after_a_forward_with_a_graph_give_the_same_results(how, cell):
+    ours, _ = module_pair(cell=cell, **CELL_KWARGS[cell])
     x = torch.randn(5, 2, 3)
     output, _ = ours(x)                            # a graph holding the weights exists
     if how == "deepcopy":
@@ -103,24 +109,25 @@ def test_copies_after_a_forward_with_a_graph_give_the_same_results(how):
         torch.save(ours, buffer)
         buffer.seek(0)
         twin = torch.load(buffer, weights_only=False)
-    assert type(twin) is RNN and twin.backend == ours.backend
+    assert type(twin) is type(ours) and twin.backend == ours.backend
     torch.testing.assert_close(twin(x)[0], output.detach(), rtol=0, atol=0)
     with torch.no_grad():
         twin.weight_ih_l0.add_(1.0)                # the copy's weights are its own
     torch.testing.assert_close(ours(x)[0], output, rtol=0, atol=0)
 
 
-def test_weights_replaced_between_calls_are_used():
+@pytest.mark.parametrize("cell", CELLS)
+def test_weights_replaced_between_calls_are_used(cell):
     """The eager fast path keeps views of the weights: a replaced tensor (.data = ...) or an
     in-place update must show in the next call."""
-    ours, theirs = module_pair()
+    ours, theirs = module_pair(cell=cell)
     x = torch.randn(5, 2, 3)
     with torch.no_grad():
         ours(x)
         for module in (ours, theirs):
             module.weight_hh_l0.mul_(0.5)
         torch.testing.assert_close(ours(x)[0], theirs(x)[0])
-        new = torch.randn(4, 4)
+        new = torch.randn(ours.weight_hh_l0.shape)
         ours.weight_hh_l0.data = new.clone()
         theirs.weight_hh_l0.data = new.clone()
         torch.testing.assert_close(ours(x)[0], theirs(x)[0])

@@ -29,7 +29,10 @@ the outputs of layers 0..L-2 before dropout, then the workspace of each layer-di
 (index layer * D + direction) in the backend contract's layout. ``Structure.saved_size`` and
 ``Structure.saved_views`` compute the size and carve the views; backward_packed takes any
 C-contiguous array of that many elements (read flat). For the Elman RNN it is exactly the
-[L-1, N, D*H] layer outputs (empty for one layer).
+[L-1, N, D*H] layer outputs (empty for one layer). A caller that must keep the two blocks as
+separate arrays (fastrnn.torch: an operator's outputs may not share memory, and each block
+must keep its batch axis for vmap) passes ``saved`` as the pair of them instead
+(``Structure.saved_shapes``), to forward_packed to be written and to backward_packed.
 
 Both entry points check every array they are given (shape, dtype, byte order, contiguity,
 writeability) and that the backend has the cell's kernels, before any kernel runs, unless the
@@ -226,10 +229,19 @@ class Structure:
         return rows * ((self.num_layers - 1) * self.layer_width
                        + self.num_states * self.workspace_width)
 
+    def saved_shapes(self, rows: int) -> tuple:
+        """The shapes of saved's two blocks: layer outputs [L-1, N, D*P], workspaces
+        [L*D, N, G]."""
+        return ((self.num_layers - 1, rows, self.layer_width),
+                (self.num_states, rows, self.workspace_width))
+
     def saved_views(self, saved, rows: int) -> tuple:
         """(layer outputs [L-1, N, D*P], workspaces [L*D, N, G]): views of ``saved``, a
-        C-contiguous array of saved_size(rows) elements; None for a part that is empty by
-        structure (one layer; the Elman RNN's workspaces)."""
+        C-contiguous array of saved_size(rows) elements, or the pair of blocks itself; None
+        for a part that is empty by structure (one layer; the Elman RNN's workspaces)."""
+        if isinstance(saved, tuple):
+            return (saved[0] if self.num_layers > 1 else None,
+                    saved[1] if self.workspace_width else None)
         flat = saved if saved.ndim == 1 else saved.reshape(saved.size)
         split = (self.num_layers - 1) * rows * self.layer_width
         outputs = (flat[:split].reshape(self.num_layers - 1, rows, self.layer_width)
@@ -435,7 +447,7 @@ class _Stack(NamedTuple):
 
 def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: np.ndarray,
                    masks=None, need_saved: bool = True, *, output=None, h_n=None,
-                   validate: bool = True):
+                   saved=None, validate: bool = True):
     """The stacked layer (any cell) over packed sequences.
 
     x [N, I] C-contiguous; hx: the initial state in sorted order, C-contiguous, or None
@@ -444,11 +456,13 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
     batch_sizes [T] int64 (see backends/__init__.py); masks [L-1, N, D*P] multipliers for the
     outputs of layers 0..L-2 (dropout, already scaled), or None. ``output`` [N, D*P] and
     ``h_n`` (like hx; C-contiguous, writeable): buffers to write the results into instead of
-    fresh ones. ``validate=False`` skips the checks of every argument (for callers that made
-    these arrays themselves).
+    fresh ones; ``saved``: the pair of blocks (see Structure.saved_shapes; C-contiguous,
+    writeable; None for a block that is empty by structure) to write what backward needs into,
+    instead of one fresh flat array. ``validate=False`` skips the checks of every argument (for
+    callers that made these arrays themselves).
     Returns ``(output [N, D*P], h_n (like hx), saved)``: ``saved`` is the 1-D array of
-    ``structure.saved_size(N)`` elements that backward_packed needs (module header), or None
-    when ``need_saved`` is False.
+    ``structure.saved_size(N)`` elements that backward_packed needs (module header; the pair
+    given as ``saved``, if one was), or None when ``need_saved`` is False.
     """
     arrays, dtype = backend.ARRAYS, structure.dtype
     if validate:
@@ -458,13 +472,18 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
                                 writeable=True)
         if h_n is not None:
             _check_states(arrays, structure, "h_n", h_n, B, writeable=True)
+        if need_saved and saved is not None:
+            _check_saved(arrays, structure, saved, N, writeable=True)
         check_cell_kernels(backend, structure.cell)
     else:
         N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
     h0 = _new_states(arrays, structure, B, arrays.zeros) if hx is None else hx
     finals = _new_states(arrays, structure, B, arrays.empty) if h_n is None else h_n
     output = arrays.empty((N, structure.layer_width), dtype) if output is None else output
-    saved = arrays.empty((structure.saved_size(N),), dtype) if need_saved else None
+    if not need_saved:
+        saved = None
+    elif saved is None:
+        saved = arrays.empty((structure.saved_size(N),), dtype)
     layer_outputs, workspaces = (structure.saved_views(saved, N) if need_saved
                                  else (None, _scratch_workspaces(arrays, structure, N)))
     stack = _Stack(backend, _layer_arguments(structure, weights, backend), structure.cell.paired)
@@ -516,11 +535,11 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
                     output, saved, masks, grad_output, grad_h_n=None, grads=None, *,
                     validate: bool = True):
     """Backpropagation through time for one forward_packed call (same arguments, plus its
-    ``output`` and ``saved``: any C-contiguous array of saved_size(N) elements, read flat;
-    None only when that size is 0). grad_output [N, D*P]; grad_h_n like hx, or None (zeros;
-    for LSTM either member of the pair may be None too); ``grads``: arrays in the weights'
-    order that parameter gradients are ADDED into (None: fresh zeros); they must be
-    C-contiguous, writeable and of the weights' shapes and dtype.
+    ``output`` and ``saved``: any C-contiguous array of saved_size(N) elements, read flat, or
+    the pair of its blocks; None only when that size is 0). grad_output [N, D*P]; grad_h_n
+    like hx, or None (zeros; for LSTM either member of the pair may be None too); ``grads``:
+    arrays in the weights' order that parameter gradients are ADDED into (None: fresh zeros);
+    they must be C-contiguous, writeable and of the weights' shapes and dtype.
     Returns ``(grad_x [N, I], grad_hx (like hx), grads)``."""
     arrays, dtype = backend.ARRAYS, structure.dtype
     if validate:
@@ -565,10 +584,23 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
     return grad_layer_output, grad_h0, grads
 
 
-def _check_saved(arrays, structure, saved, rows):
-    """``saved``: a C-contiguous array of saved_size(rows) elements (any shape), or None when
-    that size is 0."""
+def _check_saved(arrays, structure, saved, rows, writeable=False):
+    """``saved``: a C-contiguous array of saved_size(rows) elements (any shape), the pair of
+    its blocks (Structure.saved_shapes; None for one that is empty by structure), or None
+    when that size is 0."""
     size = structure.saved_size(rows)
+    if isinstance(saved, tuple):
+        if len(saved) != 2:
+            raise ValueError(f"Expected saved to be one array or the pair (layer outputs, "
+                             f"workspaces), got a tuple of {len(saved)}")
+        needed = (structure.num_layers > 1, structure.workspace_width > 0)
+        for name, block, shape, need in zip(("saved[0]", "saved[1]"), saved,
+                                            structure.saved_shapes(rows), needed):
+            if need and block is None:
+                raise ValueError(f"Expected {name} of shape {shape}, got None")
+            if need:
+                _check_packed_array(arrays, name, block, shape, structure.dtype, writeable)
+        return
     if saved is None:
         if size:
             raise ValueError(f"backward_packed needs what forward_packed saved ({size} "
@@ -577,7 +609,7 @@ def _check_saved(arrays, structure, saved, rows):
     if int(np.prod(saved.shape)) != size:
         raise _checks.ShapeError(f"Expected saved to hold {size} elements (saved_size of "
                                  f"{rows} rows), got shape {tuple(saved.shape)}")
-    _check_packed_array(arrays, "saved", saved, tuple(saved.shape), structure.dtype)
+    _check_packed_array(arrays, "saved", saved, tuple(saved.shape), structure.dtype, writeable)
     if arrays is not HostArrays and not saved.is_c_contiguous():
         raise ValueError("Expected saved to be C-contiguous")
 

@@ -40,7 +40,7 @@ from ._stack import (CELLS, MODES, Cell, States, Structure, _check_packed_array,
                      check_cell_kernels, check_mode, check_parameters, forward_packed,
                      parameter_names, parameter_shapes, read_structure)
 from .backends import HostArrays, is_cuda_array, load_backend
-from .packing import equal_batch_sizes, plan_packing
+from .packing import equal_batch_sizes, plan_packing, runs_every_step
 
 __all__ = [  # the packed level (see _stack.py) and the caller's level
     "CELLS", "MODES", "Cell", "States", "Structure", "backend_runs", "backward_packed",
@@ -262,10 +262,8 @@ def _layout_for(x, lengths, batch_first, on_host):
     steps = shape[1] if (not unbatched and batch_first) else shape[0]
     batch = 1 if unbatched else (shape[0] if batch_first else shape[1])
     packing = None
-    if lengths is not None:
+    if lengths is not None and not runs_every_step(lengths, batch, steps):
         packing = plan_packing(lengths, batch, steps)
-        if batch and len(packing.batch_sizes) == steps and bool((packing.batch_sizes == batch).all()):
-            packing = None       # every sequence runs all steps: the plain layout, no copies
     return Layout(batch_first and not unbatched, unbatched, steps, batch, packing, on_host)
 
 
@@ -389,8 +387,8 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
     """The forward of any cell with the parameters already read and checked by
     ``prepare_weights`` (what the layers call: the per-call work is the input checks and the
     kernels). Arguments and results as rnn_forward's / lstm_forward's."""
-    if lengths is None and out is None and not need_backward and not batch_first:
-        result = _plain_inference(prepared, x, hx, training and dropout > 0)
+    if out is None and not need_backward and not batch_first:
+        result = _plain_inference(prepared, x, hx, training and dropout > 0, lengths)
         if result is not None:
             return result
     backend, structure = prepared.backend, prepared.structure
@@ -522,9 +520,10 @@ def _batch_of_one(states):
     return tuple(state.reshape(state.shape[0], 1, state.shape[1]) for state in states)
 
 
-def _plain_inference(prepared, x, hx, dropping):
+def _plain_inference(prepared, x, hx, dropping, lengths=None):
     """The common inference call, if it is one: host arrays the kernels take as they are
-    (native dtype, aligned, C-contiguous), time-major, equal lengths, no dropout. Only the
+    (native dtype, aligned, C-contiguous), time-major, equal lengths (no ``lengths``, or all
+    of them T), no dropout. Only the
     checks run before the kernels (the general path does the same plus every conversion and
     layout change); None when the call is not of this kind."""
     native = prepared.native
@@ -534,6 +533,8 @@ def _plain_inference(prepared, x, hx, dropping):
     flags = x.flags
     T, B, I = x.shape
     if not (flags.c_contiguous and flags.aligned) or I != prepared.input_size or T == 0:
+        return None
+    if lengths is not None and not runs_every_step(lengths, B, T):
         return None
     states = _ready_states(prepared, hx, None, (prepared.num_states, B))
     if states is None:

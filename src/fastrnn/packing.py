@@ -29,6 +29,11 @@ class Packing:
 
 def check_lengths(lengths, batch: int, steps: int) -> np.ndarray:
     """``lengths`` as an int64 array [B]; torch's wording where torch has a check."""
+    return _checked_with_range(lengths, batch, steps)[0]
+
+
+def _checked_with_range(lengths, batch, steps):
+    """(lengths as int64 [B], shortest, longest): the checks, and the range they computed."""
     try:
         values = np.asarray(lengths)
     except (TypeError, ValueError) as exc:
@@ -43,13 +48,16 @@ def check_lengths(lengths, batch: int, steps: int) -> np.ndarray:
     if values.shape[0] != batch:
         raise ShapeError(f"Expected `len(lengths)` to be equal to batch_size, but got "
                          f"{values.shape[0]} (batch_size={batch})")
-    if batch and values.min() <= 0:
+    if not batch:
+        return values.astype(np.int64, copy=False), None, None
+    shortest, longest = int(np.minimum.reduce(values)), int(np.maximum.reduce(values))
+    if shortest <= 0:
         raise ValueError("Length of all samples has to be greater than 0, but found an element "
                          "in 'lengths' that is <= 0")
-    if batch and values.max() > steps:
+    if longest > steps:
         raise ValueError(f"Expected every length to be at most the sequence length {steps}, got "
-                         f"a length of {values.max()}")
-    return values.astype(np.int64)
+                         f"a length of {longest}")
+    return values.astype(np.int64, copy=False), shortest, longest
 
 
 def plan_packing(lengths, batch: int, steps: int) -> Packing:
@@ -60,11 +68,17 @@ def plan_packing(lengths, batch: int, steps: int) -> Packing:
     unsorted_indices[sorted_indices] = np.arange(batch, dtype=np.int64)
     sorted_lengths = lengths[sorted_indices]
     longest = int(sorted_lengths[0]) if batch else 0
-    batch_sizes = (sorted_lengths[None, :] > np.arange(longest)[:, None]).sum(axis=1)
-    rows = np.concatenate([t * batch + sorted_indices[:size]
-                           for t, size in enumerate(batch_sizes)] or [np.zeros(0, np.int64)])
-    return Packing(batch_sizes.astype(np.int64), sorted_indices, unsorted_indices,
+    running = sorted_lengths[None, :] > np.arange(longest)[:, None]      # [T', B]: step t of p
+    steps_of_rows, positions = np.nonzero(running)                        # in packed row order
+    rows = steps_of_rows * batch + sorted_indices[positions]
+    return Packing(running.sum(axis=1).astype(np.int64), sorted_indices, unsorted_indices,
                    rows.astype(np.int64))
+
+
+def runs_every_step(lengths, batch: int, steps: int) -> bool:
+    """Whether ``lengths`` (checked here) lets every sequence run all ``steps`` steps: then the
+    batch needs no packing at all (the plain layout, no copies, no cost for passing lengths)."""
+    return batch > 0 and _checked_with_range(lengths, batch, steps)[1] == steps
 
 
 @functools.lru_cache(maxsize=64)

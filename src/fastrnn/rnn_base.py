@@ -228,8 +228,9 @@ class RNNBase(ParameterStore):
                 prepared = self._prepared_for(input)
             if not is_grad_enabled():
                 self._local.kept = None          # nothing to backpropagate after this call
-                if lengths is None and out is None and not self._batch_first:
-                    result = _plain_inference(prepared, input, hx, self.training and self._dropout > 0)
+                if out is None and not self._batch_first:
+                    result = _plain_inference(prepared, input, hx,
+                                              self.training and self._dropout > 0, lengths)
                     if result is not None:
                         return result[:2]
             output, h_n, context = forward_prepared(

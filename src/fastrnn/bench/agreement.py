@@ -6,11 +6,14 @@ is worse than none. So every engine's forward (and, where it has one, its gradie
 compared with fastrnn computing in float64 on the same weights, and an engine that disagrees
 is dropped from the run with the error it made.
 
-Result names: ``output`` [T, B, D*H], ``h_n`` [L*D, B, H], ``grad_input`` [T, B, I] and
-``grad_<parameter>`` in torch's parameter names; the loss is ``sum(output * grad_out)``, so
-backward starts from ``grad_out`` and a zero gradient of ``h_n``.
+Result names: ``output`` [T, B, D*H], ``h_n`` [L*D, B, H] (and LSTM's ``c_n``), ``grad_input``
+[T, B, I] and ``grad_<parameter>`` in torch's parameter names; the loss is
+``sum(output * grad_out)``, so backward starts from ``grad_out`` and a zero gradient of the
+final states. A ragged problem (``lengths``) has x and grad_out zero past each sequence's
+length, and its outputs there are zero, as torch's padded PackedSequence output is.
 """
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -29,19 +32,42 @@ class Problem:
     weights: dict          # torch's parameter names -> arrays
     x: np.ndarray          # [T, B, I]
     grad_out: np.ndarray   # [T, B, D*H]
+    lengths: Optional[np.ndarray] = None     # [B] int64, in the batch's (unsorted) order
+
+
+def layer_class(cell):
+    """fastrnn.RNN, fastrnn.LSTM or fastrnn.GRU."""
+    import fastrnn
+    return getattr(fastrnn, cell.upper())
+
+
+def state_results(h_n):
+    """{'h_n': ...} from a layer's final state, with 'c_n' too for LSTM's (h_n, c_n) pair."""
+    if isinstance(h_n, tuple):
+        return {"h_n": h_n[0], "c_n": h_n[1]}
+    return {"h_n": h_n}
+
+
+def past_lengths(lengths, steps):
+    """[T, B, 1] True where step t is past sequence b's length."""
+    return (np.arange(steps)[:, None] >= lengths[None, :])[..., None]
 
 
 def make_problem(shape, seed=0):
     """torch's initialisation (uniform in +-1/sqrt(H)) by fastrnn's reference layer; x and
-    grad_out standard normal."""
-    import fastrnn
-    layer = fastrnn.RNN(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional,
-                        backend="numpy", seed=seed)
+    grad_out standard normal (zero past the lengths of a ragged shape)."""
+    layer = layer_class(shape.cell)(shape.I, shape.H, shape.layers,
+                                    bidirectional=shape.bidirectional, backend="numpy",
+                                    seed=seed)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((shape.T, shape.B, shape.I), dtype=np.float32)
     grad_out = rng.standard_normal((shape.T, shape.B, shape.directions * shape.H),
                                    dtype=np.float32)
-    return Problem(shape, layer.state_dict(), x, grad_out)
+    lengths = shape.lengths(seed)
+    if lengths is not None:
+        padding = past_lengths(lengths, shape.T)
+        x, grad_out = np.where(padding, 0, x), np.where(padding, 0, grad_out)
+    return Problem(shape, layer.state_dict(), x, grad_out, lengths)
 
 
 def _oracle_backend():
@@ -51,16 +77,16 @@ def _oracle_backend():
 
 def expected_results(problem):
     """Every result name -> fastrnn's answer in float64."""
-    import fastrnn
     shape = problem.shape
-    layer = fastrnn.RNN(shape.I, shape.H, shape.layers, bidirectional=shape.bidirectional,
-                        dtype="float64", backend=_oracle_backend())
+    layer = layer_class(shape.cell)(shape.I, shape.H, shape.layers,
+                                    bidirectional=shape.bidirectional, dtype="float64",
+                                    backend=_oracle_backend())
     layer.load_state_dict(problem.weights)
-    output, h_n = layer(problem.x.astype(np.float64))
+    output, h_n = layer(problem.x.astype(np.float64), lengths=problem.lengths)
     grad_input, _ = layer.backward(problem.grad_out.astype(np.float64))
     grads = {f"grad_{name}": np.array(grad) for name, grad in layer.grads.items()}
-    return {"output": np.array(output), "h_n": np.array(h_n),
-            "grad_input": np.array(grad_input), **grads}
+    states = {name: np.array(state) for name, state in state_results(h_n).items()}
+    return {"output": np.array(output), **states, "grad_input": np.array(grad_input), **grads}
 
 
 def worst_error(results, expected):

@@ -16,15 +16,23 @@ from .run import SECTIONS, Settings
 PARAGRAPHS = [
     "Time fastrnn on the benchmark shapes beside the peers installed here (torch.nn.RNN, ONNX "
     "Runtime's RNN operator, JAX's lax.scan) and beside the limit: the time of just the matrix "
-    "products each shape needs, on the same BLAS and threads, in the same run.",
+    "products each shape needs, on the same BLAS and threads, in the same run. --cells lstm,gru "
+    "does the same for fastrnn.LSTM and fastrnn.GRU against torch.nn.LSTM/GRU, ONNX Runtime's "
+    "LSTM/GRU operators and JAX (their limit: the same products, 4H or 3H wide on the gate "
+    "side).",
     "How it measures: one process; every engine is first checked against fastrnn (float64) on "
     "the same weights, and left out with its error if it disagrees; then engines take turns "
     "within each repeat (the order rotates) and the median of --repeats samples is kept; a "
     "sample repeats a call for at least --min-sample seconds, so microsecond calls are timed "
     "over thousands of calls.",
     "Sections: throughput (forward, and forward + backward: ms per call, time relative to "
-    "fastrnn, share of the limit) and latency (us per call at T=1 and T=16, B=1, I=H=64, no "
-    "grad, against torch.nn.RNN; fastrnn.step is timed when the layer has a step method).",
+    "fastrnn, share of the limit); ragged (a batch of sequences of different lengths: fastrnn "
+    "with lengths= against fastrnn on the same batch padded to its longest sequence, torch on a "
+    "PackedSequence, ONNX Runtime with sequence_lens; and an equal-lengths batch given as "
+    "lengths against the same without them; 64 sequences, lengths 10..200, I=H=256, and "
+    "(100,16,64,64) with all lengths 100, whatever the shapes); latency (us per call at T=1 "
+    "and T=16, B=1, I=H=64, no grad, against torch.nn.RNN; fastrnn.step is timed when the "
+    "layer has a step method; the Elman RNN only, whatever --cells says).",
     "The limit, exactly: " + limit.HOW + ".",
     "Threads: --threads N (default 1) is applied to every engine: fastrnn.set_num_threads (it "
     "loads the kernels' BLAS first, so the limit reaches it, and sets NumPy's BLAS too); "
@@ -45,6 +53,8 @@ engines (default: all that can run here except fastrnn-numpy):
 
 examples:
   taskset -c 0 python -m fastrnn bench                    the default shapes and latency
+  taskset -c 0 python -m fastrnn bench --cells rnn,lstm,gru --clock cpu
+  python -m fastrnn bench --cells lstm --sections ragged  LSTM on the ragged batch
   python -m fastrnn bench --shape 200,8,128,128 --engines fastrnn torch
   python -m fastrnn bench --format csv -o run.json -o run.md | head -3
   python -m fastrnn bench --shapes deepbench --threads 2 --plot deepbench.png"""
@@ -76,7 +86,13 @@ def add_arguments(parser):
     add("--shapes", choices=sorted(shapes.SHAPE_SETS), default="small",
         help="small (default, about two minutes): device inference, small, torch's default and "
              "stacked shapes; deepbench: DeepBench training, T=50, H in 1760/2048/2560, B in "
-             "16..128 (many minutes); all: both; tiny: two toy shapes (seconds, for tests)")
+             "16..128 (many minutes); all: both; tiny: toy shapes and toy ragged batches "
+             "(seconds, for tests)")
+    add("--cells", nargs="+", default=["rnn"], metavar="CELL",
+        help="rnn, lstm, gru (commas work too; default rnn): the cells the throughput and "
+             "ragged sections time, each shape once per cell; lstm and gru each take about "
+             "twice as long as rnn (the small set pinned to one core of a busy machine: rnn "
+             "1.5 minutes, rnn,lstm,gru 7)")
     add("--shape", action="append", type=shapes.parse_shape, metavar="T,B,I,H[,L[,bi|uni]]",
         help="time this shape instead of a set (repeatable); L: layers (default 1); bi: "
              "bidirectional (default uni)")
@@ -84,7 +100,7 @@ def add_arguments(parser):
         help="engines to run (names below; commas work too); default: all that can run here "
              "except fastrnn-numpy")
     add("--sections", nargs="+", default=list(SECTIONS), metavar="NAME",
-        help="throughput and/or latency (default both)")
+        help="throughput, ragged and/or latency (default all three)")
     add("--threads", type=int, default=1, help="threads for every engine (default 1)")
     add("--repeats", type=int, default=5,
         help="samples per engine and mode; the median is reported (default 5)")
@@ -111,6 +127,7 @@ def check_args(parser, args):
     try:
         args.engines = _names(args.engines, list(BY_NAME), "engine(s)")
         args.sections = _names(args.sections, SECTIONS, "section(s)")
+        args.cells = list(dict.fromkeys(_names(args.cells, shapes.CELLS, "cell(s)")))
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
     for option, value, low in (("--threads", args.threads, 1), ("--repeats", args.repeats, 1),
@@ -130,7 +147,8 @@ def check_args(parser, args):
 def settings_from_args(args):
     return Settings(shapes=args.shape or shapes.SHAPE_SETS[args.shapes],
                     shape_set="custom" if args.shape else args.shapes,
-                    engines=tuple(args.engines), sections=tuple(args.sections),
+                    cells=tuple(args.cells), engines=tuple(args.engines),
+                    sections=tuple(args.sections),
                     threads=args.threads, repeats=args.repeats, clock=args.clock,
                     min_sample_s=args.min_sample, settle_s=args.settle,
                     progress=not args.no_progress)
@@ -138,14 +156,12 @@ def settings_from_args(args):
 
 def _turns(settings):
     """How many engine turns the run will take (for the progress bar)."""
-    from .run import select_engines
+    from .run import section_shapes, select_engines
     engines, _ = select_engines(settings.engines)
-    count = lambda section: sum(section in e.sections for e in engines)
     turns = 0
-    if "throughput" in settings.sections:
-        turns += len(settings.shapes) * (count("throughput") + 2)      # + the limit, its calls
-    if "latency" in settings.sections:
-        turns += len(shapes.LATENCY) * count("latency")
+    for section in settings.sections:
+        runners = sum(section in e.sections for e in engines) + 2 * (section == "throughput")
+        turns += len(section_shapes(section, settings)) * runners    # + the limit, its calls
     return turns * settings.repeats
 
 

@@ -1,21 +1,23 @@
 """The limit: the time of just the matrix products a shape needs, measured in the same run.
 
-On a CPU the products are the physical limit of an Elman RNN (everything else is a few
-elementwise passes), so "share of limit" = limit time / engine time says how much of the
-machine an engine uses: 100% runs at the speed of its products alone; above 100% beats the
-BLAS on them (fastrnn's fused step kernel does on skinny steps); torch's large shapes sit at
-55-80%.
+On a CPU the products are the physical limit of a recurrent layer (everything else is a few
+elementwise passes: one per step for the Elman RNN, one fused gate pass for LSTM and GRU), so
+"share of limit" = limit time / engine time says how much of the machine an engine uses: 100%
+runs at the speed of its products alone; above 100% beats the BLAS on them (fastrnn's fused
+step kernels do on skinny steps); torch's large shapes sit at 55-80%.
 
-How it is measured (the products are listed by ``shapes.products``):
-- per layer and direction, forward: the input projection [T*B, I_l] x [I_l, H] and T step
-  products [B, H] x [H, H]; backward adds T step-gradient products [B, H] x [H, H] and
-  dX = G W_ih, dW_ih = G^T X, dW_hh = G^T [h_0..h_{T-1}] (one product each, K = T*B);
+How it is measured (the products are listed by ``shapes.products``; G = the cell's gates: 1
+for the Elman RNN, 4 for LSTM, 3 for GRU, so a gated cell's products are G times as wide on
+the gate side and everything below holds for all three):
+- per layer and direction, forward: the input projection [T*B, I_l] x [I_l, G*H] and T step
+  products [B, H] x [H, G*H]; backward adds T step-gradient products [B, G*H] x [G*H, H] and
+  dX = g W_ih, dW_ih = g^T X, dW_hh = g^T [h_0..h_{T-1}] (one product each, K = T*B);
 - a product that is one per layer-direction is one call of SciPy's ``sgemm``: the BLAS
   fastrnn's kernels call, on the same threads (fastrnn.set_num_threads set it), with
   preallocated outputs, operands transposed as the kernels store them;
 - the T step products of a layer-direction are ONE call of NumPy's ``matmul`` on a [T, B, H]
   stack against W_hh (laid out once, as the product wants it: see shapes.forward_products)
-  broadcast to [T, H, H] (stride 0, no copy): NumPy's C loop makes one
+  broadcast to [T, H, G*H] (stride 0, no copy): NumPy's C loop makes one
   BLAS call per product, so no Python runs between products. A Python call per product
   would cost ~2 us, more than a [1, 32] x [32, 32] product itself. These calls run NumPy's
   BLAS, set to the same thread count (the header names both libraries and their kernels);
@@ -25,6 +27,8 @@ How it is measured (the products are listed by ``shapes.products``):
   forward, six forward + backward), which is 10-15% of the limit at (96, 1, 64, 64). Where
   the difference is under 2% of the limit's own time (toy shapes), the products cannot be
   told from the calls and no share is given.
+- a ragged batch has no limit here: its steps shrink as sequences end, which no fixed stack
+  of products times without a Python call per step.
 """
 import dataclasses
 
@@ -33,10 +37,11 @@ import numpy as np
 from . import shapes
 from .engines import Runner
 
-HOW = ("the shape's matrix products alone, timed in the same run on the same threads. Each "
+HOW = ("the shape's matrix products alone, timed in the same run on the same threads; their "
+       "gate side is G*H wide (G = 1 RNN, 4 LSTM, 3 GRU). Each "
        "product made once per layer-direction (input projection; backward: dX, dW_ih, dW_hh) "
        "is one call of SciPy's sgemm, the BLAS fastrnn's kernels call. The T step products "
-       "[B, H] x [H, H] of a layer-direction (forward, and backward's step gradients) are "
+       "[B, H] x [H, G*H] of a layer-direction (forward, and backward's step gradients) are "
        "one NumPy matmul over a [T, B, H] stack, so NumPy's C loop makes one BLAS call per "
        "product with no Python between them (NumPy's own BLAS, same thread count). The same "
        "calls on 1 x 1 operands are timed too and their cost (Python, ~2 us a call) is "

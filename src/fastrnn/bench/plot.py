@@ -1,8 +1,9 @@
 """``--plot PATH``: the report as a chart (matplotlib, imported only here).
 
-One panel per measure, one group of bars per shape, one bar per engine: throughput as each
-engine's time relative to fastrnn's (forward, forward + backward; the limit's bar is fastrnn's
-share of it), latency as microseconds per call. Log scales, because the ratios span 0.1x-100x.
+One panel per measure, one group of bars per shape (and cell), one bar per engine: throughput
+and ragged batches as each engine's time relative to fastrnn's (forward, forward + backward;
+the limit's bar is fastrnn's share of it), latency as microseconds per call. Log scales,
+because the ratios span 0.1x-100x.
 """
 import numpy as np
 
@@ -11,9 +12,9 @@ def _panels(report):
     """[(title, x label, reference line or None, {group label: {engine: value}})]."""
     panels = []
     for mode, title in (("forward", "forward"), ("forward_backward", "forward + backward")):
-        groups = {r["shape"]["label"]: {name: e[mode]["rel"] for name, e in r["engines"].items()
-                                        if mode in e and "rel" in e[mode]}
-                  for r in report.get("throughput", [])}
+        results = report.get("throughput", []) + report.get("ragged", [])
+        groups = {r["shape"]["key"]: {name: e[mode]["rel"] for name, e in r["engines"].items()
+                                      if mode in e and "rel" in e[mode]} for r in results}
         if any(groups.values()):
             panels.append((f"throughput, {title}", "time / fastrnn's time (right: slower)",
                            1.0, groups))

@@ -1,8 +1,10 @@
 """The report in four formats: text (the terminal, <= 100 columns), markdown, csv and json.
 
 Why one table model: each section is built once as (columns, rows of cells) and rendered by
-text or markdown, so the two cannot drift; csv is one row per engine, shape and mode with
-every number; json is the whole record (every sample, the machine, the libraries, the BLAS).
+text or markdown, so the two cannot drift; csv is one row per engine, shape, cell and mode
+with every number; json is the whole record (every sample, the machine, the libraries, the
+BLAS). The throughput and ragged tables are one builder: the ragged one adds the lengths and
+has no limit.
 """
 import csv
 import io
@@ -12,6 +14,7 @@ import textwrap
 import numpy as np
 
 from .engines import BY_NAME
+from .run import SECTIONS
 
 WIDTH = 100
 FORMATS = ("text", "csv", "json", "markdown")
@@ -72,17 +75,32 @@ def cpu_per_wall(report):
     """{engine: median over its samples' medians of CPU time / wall time} (about the number
     of threads that really worked)."""
     values = {}
-    for section in ("throughput", "latency"):
+    for section in SECTIONS:
         for result in report.get(section, []):
             for name, entry in result["engines"].items():
                 values.setdefault(name, []).extend(m["cpu_per_wall"] for m in entry.values())
     return {name: float(np.median(v)) for name, v in values.items()}
 
 
-def footer_lines(report):
-    noise, threads, lines = report["noise"], report["settings"]["threads"], []
+def _shape_list(keys):
+    return ", ".join(keys) if len(keys) <= 3 else f"{len(keys)} shapes ({keys[0]}, ...)"
+
+
+def skipped_lines(report):
+    """One line per engine and reason it was left out, naming the shapes."""
+    lines = []
     for name, reasons in report["skipped"].items():
-        lines += [f"Not timed: {name} on {shape}: {reason}" for shape, reason in reasons.items()]
+        shapes_by_reason = {}
+        for key, reason in reasons.items():
+            shapes_by_reason.setdefault(reason, []).append(key)
+        lines += [f"Not timed: {name} on {_shape_list(keys)}: {reason}"
+                  for reason, keys in shapes_by_reason.items()]
+    return lines
+
+
+def footer_lines(report):
+    noise, threads = report["noise"], report["settings"]["threads"]
+    lines = skipped_lines(report)
     if threads == 1 and noise["median_cpu_share"] is not None:
         lines.append(f"Noise: the process ran {100 * noise['median_cpu_share']:.0f}% of the wall "
                      f"time (median over samples); {100 * noise['busy_samples']:.0f}% of the "
@@ -105,28 +123,61 @@ def footer_lines(report):
 # ----------------------------------------------------------------------------- tables
 THROUGHPUT_LEGEND = ("Throughput, ms per call. rel = time / fastrnn's (above 1x: slower than "
                      "fastrnn). %lim = the limit's time / this time (100%: as fast as the "
-                     "shape's matrix products alone; '-' where they are too small to time).")
+                     "shape's matrix products alone, 4H/3H wide for LSTM/GRU; '-' where they "
+                     "are too small to time).")
+RAGGED_LEGEND = ("Ragged batches, ms per call, forward and forward + backward. fastrnn: "
+                 "lengths=, only each sequence's own steps; fastrnn-padded: the same batch "
+                 "padded to its longest sequence, no lengths; torch: a PackedSequence (packing "
+                 "and unpacking timed); onnxruntime: sequence_lens. rel = time / fastrnn's. "
+                 "On the 'all T' row every length is T: fastrnn-padded's rel below 1x is what "
+                 "giving lengths costs.")
 LATENCY_LEGEND = ("Latency, us per call, B=1, I=H=64, no grad. vs torch = time / torch.nn.RNN's."
                   " fastrnn.step at T=16: 16 calls of step, as a generation loop makes them.")
 
 
-def _mode_cells(name, entry, mode):
+def _mode_cells(name, entry, mode, with_limit):
     if mode not in entry:
-        return ["fwd only" if name in BY_NAME else "-", "", ""]
-    m = entry[mode]
-    return [_time(m["median_ms"]), _ratio(m.get("rel")), _percent(m.get("share_of_limit"))]
+        cells = ["fwd only" if name in BY_NAME else "-", "", ""]
+    else:
+        m = entry[mode]
+        cells = [_time(m["median_ms"]), _ratio(m.get("rel")), _percent(m.get("share_of_limit"))]
+    return cells if with_limit else cells[:2]
+
+
+def _blank_repeats(block, previous):
+    """The block's values, blank where it and every value left of it repeat the row above."""
+    cells, changed = [], False
+    for value, old in zip(block, previous):
+        changed = changed or value != old
+        cells.append(value if changed else "")
+    return cells
+
+
+def engine_table(results, with_limit=True):
+    """One row per shape, cell and engine: forward and forward + backward ms, rel (and %lim);
+    the ragged table (``with_limit=False``) names the lengths after the shape."""
+    columns = [("shape T,B,I,H,L,dir", "<")] + [("lengths", "<")] * (not with_limit) \
+        + [("cell", "<"), ("engine", "<")]
+    for mode in ("fwd", "f+b"):
+        columns += [(f"{mode} ms", ">"), ("rel", ">")] + [("%lim", ">")] * with_limit
+    rows, previous = [], [None] * 3
+    for result in results:
+        shape = result["shape"]
+        block = [shape["label"]] + [shape["lengths_label"]] * (not with_limit) + [shape["cell"]]
+        for name, entry in result["engines"].items():
+            rows.append(_blank_repeats(block, previous) + [name]
+                        + _mode_cells(name, entry, "forward", with_limit)
+                        + _mode_cells(name, entry, "forward_backward", with_limit))
+            previous = block
+    return columns, rows
 
 
 def throughput_table(report):
-    columns = [("shape T,B,I,H,L,dir", "<"), ("engine", "<"), ("fwd ms", ">"), ("rel", ">"),
-               ("%lim", ">"), ("f+b ms", ">"), ("rel", ">"), ("%lim", ">")]
-    rows = []
-    for result in report["throughput"]:
-        for i, (name, entry) in enumerate(result["engines"].items()):
-            rows.append([result["shape"]["label"] if i == 0 else "", name]
-                        + _mode_cells(name, entry, "forward")
-                        + _mode_cells(name, entry, "forward_backward"))
-    return columns, rows
+    return engine_table(report["throughput"])
+
+
+def ragged_table(report):
+    return engine_table(report["ragged"], with_limit=False)
 
 
 def latency_table(report):
@@ -164,6 +215,8 @@ def _sections(report):
     sections = []
     if report.get("throughput"):
         sections.append((THROUGHPUT_LEGEND, *throughput_table(report)))
+    if report.get("ragged"):
+        sections.append((RAGGED_LEGEND, *ragged_table(report)))
     if report.get("latency"):
         sections.append((LATENCY_LEGEND, *latency_table(report)))
     return sections
@@ -191,23 +244,24 @@ def format_markdown(report):
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ("section", "shape", "T", "B", "I", "H", "layers", "bidirectional", "engine",
-              "mode", "median_ms", "rel", "share_of_limit", "gflops", "cpu_per_wall",
-              "calls_per_sample", "samples")
+CSV_FIELDS = ("section", "shape", "T", "B", "I", "H", "layers", "bidirectional", "cell",
+              "lengths", "engine", "mode", "median_ms", "rel", "share_of_limit", "gflops",
+              "cpu_per_wall", "calls_per_sample", "samples")
 
 
 def format_csv(report):
     out = io.StringIO()
     writer = csv.DictWriter(out, CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
-    for section in ("throughput", "latency"):
+    for section in SECTIONS:
         for result in report.get(section, []):
             shape = result["shape"]
             for name, entry in result["engines"].items():
                 for mode, m in entry.items():
                     writer.writerow({"section": section, "shape": shape["label"],
                                      **{k: shape[k] for k in ("T", "B", "I", "H", "layers",
-                                                               "bidirectional")},
+                                                               "bidirectional", "cell")},
+                                     "lengths": shape["lengths_label"],
                                      "engine": name, "mode": mode, "median_ms": m["median_ms"],
                                      "rel": m.get("rel", ""),
                                      "share_of_limit": m.get("share_of_limit", ""),

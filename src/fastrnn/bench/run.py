@@ -4,7 +4,9 @@ Why in this order: threads are set before any engine computes (JAX's must even b
 JAX starts, and fastrnn's BLAS must be loaded before its limit is set); every engine is checked
 against fastrnn on each shape before it is timed; then all of a shape's engines are timed in
 one alternating measurement, the limit among them. The result is one JSON-ready dict, which
-every output format is written from.
+every output format is written from. Sections: throughput (the shapes, once per cell, with
+the limit), ragged (a ragged batch with lengths against the same padded, once per cell; no
+limit) and latency (the Elman RNN's per-call cost).
 """
 import datetime
 import sys
@@ -16,8 +18,8 @@ import numpy as np
 from . import agreement, limit, machine, shapes, timing
 from .engines import BY_NAME, ENGINES, Skip, baseline_name
 
-SECTIONS = ("throughput", "latency")
-SCHEMA = "fastrnn-bench/2"
+SECTIONS = ("throughput", "ragged", "latency")
+SCHEMA = "fastrnn-bench/3"
 LIMIT = "limit"
 LIMIT_CALLS = "limit calls"      # the limit's calls on 1 x 1 operands, subtracted from it
 
@@ -26,6 +28,7 @@ LIMIT_CALLS = "limit calls"      # the limit's calls on 1 x 1 operands, subtract
 class Settings:
     shapes: list
     shape_set: str = "small"
+    cells: tuple = ("rnn",)
     engines: tuple = ()            # names; empty: every default engine
     sections: tuple = SECTIONS
     threads: int = 1
@@ -141,22 +144,39 @@ def latency_reference(name):
     return "torch" if name in BY_NAME and BY_NAME[name].device == "cpu" else "torch-cuda"
 
 
+def section_shapes(section, settings):
+    """The shapes a section times: throughput and ragged once per cell; latency: Elman."""
+    if section == "latency":
+        return shapes.LATENCY
+    if section == "ragged":
+        return shapes.with_cells(shapes.ragged_shapes(settings.shape_set), settings.cells)
+    return shapes.with_cells(settings.shapes, settings.cells)
+
+
+def shape_record(shape):
+    """The shape as the report keeps it: its fields, label, key and its lengths if any."""
+    lengths = shape.lengths()
+    return {**asdict(shape), "label": shape.label, "key": shape.key,
+            "lengths_label": shape.lengths_label,
+            "lengths": None if lengths is None else lengths.tolist()}
+
+
 def run_section(section, shape_list, engines, settings, clock, progress):
-    """[per-shape result], {engine: {shape label: why it was left out}} and every sample."""
-    modes = timing.MODES if section == "throughput" else ("forward",)
-    reference = throughput_reference if section == "throughput" else latency_reference
+    """[per-shape result], {engine: {shape key: why it was left out}} and every sample."""
+    modes = ("forward",) if section == "latency" else timing.MODES
+    reference = latency_reference if section == "latency" else throughput_reference
     engines = [e for e in engines if section in e.sections]
     results, skipped, all_samples = [], {}, []
     for shape in shape_list:
-        progress.set_description(f"{section} {shape.label}")
+        progress.set_description(f"{section} {shape.key}")
         runners, left_out = checked_runners(agreement.make_problem(shape), engines, section)
         for name, reason in left_out.items():
-            skipped.setdefault(name, {})[shape.label] = reason
+            skipped.setdefault(name, {})[shape.key] = reason
             progress.update(settings.repeats)
         samples, calls = timing.measure(runners, modes, clock, settings.repeats,
                                         settings.min_sample_s, settings.settle_s,
                                         on_turn=lambda: progress.update(1))
-        results.append({"shape": {**asdict(shape), "label": shape.label},
+        results.append({"shape": shape_record(shape),
                         "flops": {mode: shapes.flops(shape, mode) for mode in modes},
                         "engines": summarise(shape, samples, calls, reference, modes)})
         all_samples += samples.values()
@@ -189,10 +209,10 @@ def thread_warnings(report):
                 for mode, m in entry.items():
                     if m["threads_reported"] and m["threads_reported"] != [threads]:
                         warnings.append(f"{name} reported {m['threads_reported']} threads "
-                                        f"({section} {result['shape']['label']} {mode})")
+                                        f"({section} {result['shape']['key']} {mode})")
                     if m["cpu_per_wall"] > 1.15 * threads + 0.05:
                         warnings.append(f"{name} used {m['cpu_per_wall']:.2f} CPUs per wall "
-                                        f"second ({section} {result['shape']['label']} {mode}); "
+                                        f"second ({section} {result['shape']['key']} {mode}); "
                                         f"pin the bench to {threads} CPU(s) with taskset")
     return warnings
 
@@ -206,18 +226,18 @@ def run(settings, progress):
     report = {"schema": SCHEMA, "command": sys.argv,
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "machine": machine.machine_description(),
-              "settings": {"shape_set": settings.shape_set, "sections": list(settings.sections),
+              "settings": {"shape_set": settings.shape_set, "cells": list(settings.cells),
+                           "sections": list(settings.sections),
                            "engines": [e.name for e in engines], "threads": settings.threads,
                            "repeats": settings.repeats, "clock": settings.clock,
                            "dtype": "float32", "min_sample_s": settings.min_sample_s,
                            "settle_s": settings.settle_s},
               "limit_how": limit.HOW, "unavailable": unavailable, "thread_notes": thread_notes,
               "skipped": {}}
-    section_shapes = {"throughput": settings.shapes, "latency": shapes.LATENCY}
     all_samples = []
     for section in settings.sections:
-        report[section], skipped, samples = run_section(section, section_shapes[section],
-                                                        engines, settings, clock, progress)
+        report[section], skipped, samples = run_section(
+            section, section_shapes(section, settings), engines, settings, clock, progress)
         all_samples += samples
         for name, reasons in skipped.items():
             report["skipped"].setdefault(name, {}).update(reasons)

@@ -1,4 +1,4 @@
-"""Derivatives of the fastrnn operators, as two autograd.Functions.
+"""Derivatives of the fastrnn operators (every cell), as two autograd.Functions.
 
 Why this shape (seen to work on torch 2.13 with compile, export, vmap, torch.func and
 jit.trace): each Function has ``setup_context`` and calls the custom operators of ops.py, and
@@ -28,7 +28,7 @@ from torch.autograd import forward_ad
 
 from . import composite
 from .ops import (Config, dispatch_free, flatten_weights, rnn_backward, rnn_backward_impl,
-                  rnn_forward, rnn_forward_impl, unflatten_weights, weight_shapes)
+                  rnn_forward, rnn_forward_impl, state_sizes, unflatten_weights, weight_shapes)
 
 __all__ = ["rnn"]
 
@@ -49,23 +49,24 @@ def _jvp(function, primals, tangents):
 
 
 def _composite_forward(config, batch_sizes, masks):
-    """f(input, hx, flat weights) -> (output, h_n) in differentiable torch operations."""
-    def forward(input, hx, weights):
-        shapes = weight_shapes(config, input.shape[-1], hx.shape[-1])
-        output, h_n, _ = composite.rnn(input, batch_sizes, hx, unflatten_weights(weights, shapes),
-                                       masks, config)
-        return output, h_n
+    """f(input, hx, cx, flat weights) -> (output, h_n, c_n) in differentiable torch operations."""
+    def forward(input, hx, cx, weights):
+        shapes = weight_shapes(config, input.shape[-1], *state_sizes(config.mode, hx, cx))
+        output, h_n, c_n, _ = composite.rnn(input, batch_sizes, hx, cx,
+                                            unflatten_weights(weights, shapes), masks, config)
+        return output, h_n, c_n
     return forward
 
 
 def _first_order(config, batch_sizes, masks):
-    """f(input, hx, weights, grad_output, grad_h_n) -> (grad_input, grad_hx, grad_weights):
-    the vector-Jacobian product of the composite RNN, itself differentiable."""
+    """f(input, hx, cx, weights, grad_output, grad_h_n, grad_c_n) -> (grad_input, grad_hx,
+    grad_cx, grad_weights): the vector-Jacobian product of the composite stack, itself
+    differentiable."""
     forward = _composite_forward(config, batch_sizes, masks)
 
-    def first_order(input, hx, weights, grad_output, grad_h_n):
-        _, pullback = torch.func.vjp(forward, input, hx, weights)
-        return pullback((grad_output, grad_h_n))
+    def first_order(input, hx, cx, weights, grad_output, grad_h_n, grad_c_n):
+        _, pullback = torch.func.vjp(forward, input, hx, cx, weights)
+        return pullback((grad_output, grad_h_n, grad_c_n))
     return first_order
 
 
@@ -73,67 +74,78 @@ def _first_order(config, batch_sizes, masks):
 # setup_context and backward also serve as the operators' registered autograd formulas (for
 # callers of torch.ops.fastrnn.* under plain autograd; torch.opcheck checks them).
 class _Forward(torch.autograd.Function):
-    """output, h_n, workspace = rnn_forward(...), differentiable in input, hx and weights."""
+    """output, h_n, c_n, layer_outputs, gates = rnn_forward(...), differentiable in input, hx,
+    cx and weights."""
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(input, batch_sizes, hx, weights, masks, mode, num_layers, bidirectional,
+    def forward(input, batch_sizes, hx, cx, weights, masks, mode, num_layers, bidirectional,
                 has_biases, backend, need_workspace):
-        operator = rnn_forward_impl if dispatch_free(input, hx, weights, masks) else rnn_forward
-        return operator(input, batch_sizes, hx, weights, masks, mode, num_layers,
+        direct = dispatch_free(input, hx, cx, weights, masks)
+        operator = rnn_forward_impl if direct else rnn_forward
+        return operator(input, batch_sizes, hx, cx, weights, masks, mode, num_layers,
                         bidirectional, has_biases, backend, need_workspace)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, batch_sizes, hx, weights, masks, *config, _ = inputs
+        input, batch_sizes, hx, cx, weights, masks, *config, _ = inputs
         ctx.config = Config(*config)
-        ctx.mark_non_differentiable(output[2])
-        ctx.save_for_backward(input, batch_sizes, hx, weights, masks, output[0], output[2])
+        ctx.mark_non_differentiable(output[3], output[4])
+        # no zeros made for the gradients of the workspace (as large as the gates of every
+        # step), nor for unused outputs: backward makes the few it needs
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(input, batch_sizes, hx, cx, weights, masks, output[0], output[3],
+                              output[4])
 
     @staticmethod
-    def backward(ctx, grad_output, grad_h_n, _grad_workspace):
-        input, batch_sizes, hx, weights, masks, output, workspace = ctx.saved_tensors
-        need_weight_grads = ctx.needs_input_grad[3]
+    def backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_layer_outputs, _grad_gates):
+        input, batch_sizes, hx, cx, weights, masks, output, layer_outputs, gates = \
+            ctx.saved_tensors
+        need_weight_grads = ctx.needs_input_grad[4]
         backward = _BackwardWithJvp if _forward_mode_possible() else _Backward
-        grad_input, grad_hx, grad_weights = backward.apply(
-            input, batch_sizes, hx, weights, masks, output, workspace, grad_output, grad_h_n,
+        grad_input, grad_hx, grad_cx, grad_weights = backward.apply(
+            input, batch_sizes, hx, cx, weights, masks, output, layer_outputs, gates,
+            _zeros_for(grad_output, output), _zeros_for(grad_h_n, hx), _zeros_for(grad_c_n, cx),
             *ctx.config, need_weight_grads)
-        return (grad_input, None, grad_hx, grad_weights if need_weight_grads else None, None,
-                None, None, None, None, None, None)
+        return (grad_input, None, grad_hx, grad_cx,
+                grad_weights if need_weight_grads else None) + (None,) * 7
 
 
 class _Backward(torch.autograd.Function):
-    """grad_input, grad_hx, grad_weights = rnn_backward(...), differentiable in input, hx,
-    weights, grad_output and grad_h_n (through composite.py)."""
+    """grad_input, grad_hx, grad_cx, grad_weights = rnn_backward(...), differentiable in input,
+    hx, cx, weights, grad_output, grad_h_n and grad_c_n (through composite.py)."""
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(input, batch_sizes, hx, weights, masks, output, workspace, grad_output,
-                grad_h_n, mode, num_layers, bidirectional, has_biases, backend,
-                need_weight_grads):
-        direct = dispatch_free(input, hx, weights, masks, output, workspace, grad_output, grad_h_n)
+    def forward(input, batch_sizes, hx, cx, weights, masks, output, layer_outputs, gates,
+                grad_output, grad_h_n, grad_c_n, mode, num_layers, bidirectional, has_biases,
+                backend, need_weight_grads):
+        direct = dispatch_free(input, hx, cx, weights, masks, output, layer_outputs, gates,
+                               grad_output, grad_h_n, grad_c_n)
         operator = rnn_backward_impl if direct else rnn_backward
-        return operator(input, batch_sizes, hx, weights, masks, output, workspace, grad_output,
-                        grad_h_n, mode, num_layers, bidirectional, has_biases, backend,
-                        need_weight_grads)
+        return operator(input, batch_sizes, hx, cx, weights, masks, output, layer_outputs,
+                        gates, grad_output, grad_h_n, grad_c_n, mode, num_layers,
+                        bidirectional, has_biases, backend, need_weight_grads)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, batch_sizes, hx, weights, masks, _, _, grad_output, grad_h_n, *config, need = inputs
+        input, batch_sizes, hx, cx, weights, masks = inputs[:6]
+        grad_output, grad_h_n, grad_c_n, *config, need = inputs[9:]
         ctx.config, ctx.need_weight_grads = Config(*config), need
-        ctx.save_for_backward(input, batch_sizes, hx, weights, masks, grad_output, grad_h_n)
+        ctx.save_for_backward(input, batch_sizes, hx, cx, weights, masks, grad_output, grad_h_n,
+                              grad_c_n)
 
     @staticmethod
-    def backward(ctx, grad_grad_input, grad_grad_hx, grad_grad_weights):
-        input, batch_sizes, hx, weights, masks, grad_output, grad_h_n = ctx.saved_tensors
+    def backward(ctx, grad_grad_input, grad_grad_hx, grad_grad_cx, grad_grad_weights):
+        input, batch_sizes, hx, cx, weights, masks, *grads_out = ctx.saved_tensors
         if not ctx.need_weight_grads:
             grad_grad_weights = None                   # the output was an empty placeholder
         _, pullback = torch.func.vjp(_first_order(ctx.config, batch_sizes, masks),
-                                     input, hx, weights, grad_output, grad_h_n)
-        g_input, g_hx, g_weights, g_grad_output, g_grad_h_n = pullback(
+                                     input, hx, cx, weights, *grads_out)
+        g_input, g_hx, g_cx, g_weights, *g_grads_out = pullback(
             (_zeros_for(grad_grad_input, input), _zeros_for(grad_grad_hx, hx),
-             _zeros_for(grad_grad_weights, weights)))
-        return (g_input, None, g_hx, g_weights, None, None, None, g_grad_output, g_grad_h_n,
+             _zeros_for(grad_grad_cx, cx), _zeros_for(grad_grad_weights, weights)))
+        return (g_input, None, g_hx, g_cx, g_weights, None, None, None, None, *g_grads_out,
                 None, None, None, None, None, None)
 
 
@@ -154,15 +166,16 @@ class _ForwardWithJvp(_Forward):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _Forward.setup_context(ctx, inputs, output)
-        ctx.save_for_forward(*inputs[:5])          # input, batch_sizes, hx, weights, masks
+        ctx.save_for_forward(*inputs[:6])          # input, batch_sizes, hx, cx, weights, masks
 
     @staticmethod
-    def jvp(ctx, input_t, _batch_sizes_t, hx_t, weights_t, *_):
-        input, batch_sizes, hx, weights, masks = ctx.saved_tensors
-        output_t, h_n_t = _jvp(
-            _composite_forward(ctx.config, batch_sizes, masks), (input, hx, weights),
-            (_zeros_for(input_t, input), _zeros_for(hx_t, hx), _zeros_for(weights_t, weights)))
-        return output_t, h_n_t, None
+    def jvp(ctx, input_t, _batch_sizes_t, hx_t, cx_t, weights_t, *_):
+        input, batch_sizes, hx, cx, weights, masks = ctx.saved_tensors
+        primals = (input, hx, cx, weights)
+        tangents = [_zeros_for(t, p) for t, p in zip((input_t, hx_t, cx_t, weights_t), primals)]
+        output_t, h_n_t, c_n_t = _jvp(_composite_forward(ctx.config, batch_sizes, masks),
+                                      primals, tangents)
+        return output_t, h_n_t, c_n_t, None, None
 
 
 class _BackwardWithJvp(_Backward):
@@ -171,21 +184,20 @@ class _BackwardWithJvp(_Backward):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _Backward.setup_context(ctx, inputs, output)
-        input, batch_sizes, hx, weights, masks, _, _, grad_output, grad_h_n = inputs[:9]
-        ctx.save_for_forward(input, batch_sizes, hx, weights, masks, grad_output, grad_h_n)
+        ctx.save_for_forward(*inputs[:6], *inputs[9:12])
 
     @staticmethod
-    def jvp(ctx, input_t, _batch_sizes_t, hx_t, weights_t, _masks_t, _output_t, _workspace_t,
-            grad_output_t, grad_h_n_t, *_):
-        input, batch_sizes, hx, weights, masks, grad_output, grad_h_n = ctx.saved_tensors
-        g_input_t, g_hx_t, g_weights_t = _jvp(
-            _first_order(ctx.config, batch_sizes, masks),
-            (input, hx, weights, grad_output, grad_h_n),
-            (_zeros_for(input_t, input), _zeros_for(hx_t, hx), _zeros_for(weights_t, weights),
-             _zeros_for(grad_output_t, grad_output), _zeros_for(grad_h_n_t, grad_h_n)))
+    def jvp(ctx, input_t, _batch_sizes_t, hx_t, cx_t, weights_t, _masks_t, _output_t,
+            _layer_outputs_t, _gates_t, grad_output_t, grad_h_n_t, grad_c_n_t, *_):
+        input, batch_sizes, hx, cx, weights, masks, *grads_out = ctx.saved_tensors
+        primals = (input, hx, cx, weights, *grads_out)
+        tangents = [_zeros_for(t, p) for t, p in zip(
+            (input_t, hx_t, cx_t, weights_t, grad_output_t, grad_h_n_t, grad_c_n_t), primals)]
+        g_input_t, g_hx_t, g_cx_t, g_weights_t = _jvp(
+            _first_order(ctx.config, batch_sizes, masks), primals, tangents)
         if not ctx.need_weight_grads:
             g_weights_t = weights.new_zeros(0)
-        return g_input_t, g_hx_t, g_weights_t
+        return g_input_t, g_hx_t, g_cx_t, g_weights_t
 
 
 def _forward_mode_possible() -> bool:
@@ -195,13 +207,14 @@ def _forward_mode_possible() -> bool:
         forward_ad._current_level >= 0 or torch._C._are_functorch_transforms_active())
 
 
-def rnn(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, weights: list,
+def rnn(input: Tensor, batch_sizes: Optional[Tensor], hx: Tensor, cx: Tensor, weights: list,
         masks: Optional[Tensor], config: Config):
-    """The stacked RNN through the operators, differentiable (autograd, torch.func) in
-    ``input``, ``hx`` and ``weights`` (a list in torch's flat order): ``(output, h_n)``.
-    Shapes: see ops.rnn_forward. The workspace is always kept, so that a trace does not depend
-    on the grad mode it was recorded in; without a gradient it is dropped on return."""
+    """The stacked layer through the operators, differentiable (autograd, torch.func) in
+    ``input``, ``hx``, ``cx`` (LSTM's c; width 0 for the other cells, ops.no_cell_state) and
+    ``weights`` (a list in torch's flat order): ``(output, h_n, c_n)``. Shapes: see
+    ops.rnn_forward. The workspace is always kept, so that a trace does not depend on the grad
+    mode it was recorded in; without a gradient it is dropped on return."""
     forward = _ForwardWithJvp if _forward_mode_possible() else _Forward
-    output, h_n, _ = forward.apply(input, batch_sizes, hx, flatten_weights(weights), masks,
-                                   *config, True)
-    return output, h_n
+    output, h_n, c_n, _, _ = forward.apply(input, batch_sizes, hx, cx, flatten_weights(weights),
+                                           masks, *config, True)
+    return output, h_n, c_n

@@ -4,7 +4,9 @@ Why a registry of small records: each engine family lives in its own module and 
 library only when it is asked to run (``import fastrnn.bench`` imports no torch, ONNX Runtime
 or JAX). Every engine answers the same three questions: can it run here (``unavailable``), how
 does it get ``threads`` threads (``prepare``, called once before any runner exists), and what
-are its timed calls on one shape (``make_runner`` -> Runner).
+are its timed calls on one shape (``make_runner`` -> Runner). A shape names its cell (RNN,
+LSTM, GRU) and may be ragged; an engine without that cell or without ragged batches raises
+Skip from make_runner, and the report says so.
 """
 import contextlib
 import importlib
@@ -41,7 +43,7 @@ class Engine:
     module: str                    # the module under fastrnn.bench.engines that builds it
     variant: str = ""              # passed to that module's functions (e.g. a backend name)
     device: str = "cpu"
-    sections: tuple = ("throughput", "latency")
+    sections: tuple = ("throughput", "ragged", "latency")
     default: bool = True           # run when --engines is not given
     note: str = field(default="", compare=False)
 
@@ -61,21 +63,25 @@ class Engine:
 
 
 ENGINES = [
-    Engine("fastrnn", "fastrnn_engine", "cpu", note="fastrnn.RNN, compiled CPU kernels"),
+    Engine("fastrnn", "fastrnn_engine", "cpu",
+           note="fastrnn.RNN/LSTM/GRU, compiled CPU kernels; ragged: lengths="),
+    Engine("fastrnn-padded", "fastrnn_engine", "padded", sections=("ragged",),
+           note="fastrnn on a ragged batch padded to its longest, no lengths"),
     Engine("fastrnn.step", "fastrnn_engine", "step", sections=("latency",),
            note="fastrnn.RNN.step(x_t, h), once per time step"),
     Engine("fastrnn.torch", "torch_engine", "fastrnn.torch",
            note="fastrnn.torch.RNN (torch.nn.RNN's interface on fastrnn's kernels)"),
-    Engine("torch", "torch_engine", "torch", note="torch.nn.RNN"),
-    Engine("onnxruntime", "onnxruntime_engine", note="ONNX Runtime, one RNN node per layer; "
-           "forward only"),
-    Engine("jax", "jax_engine", note="jax.lax.scan of the Elman step, jit-compiled"),
+    Engine("torch", "torch_engine", "torch",
+           note="torch.nn.RNN/LSTM/GRU; ragged: a PackedSequence"),
+    Engine("onnxruntime", "onnxruntime_engine", note="ONNX Runtime, one RNN/LSTM/GRU node per "
+           "layer; ragged: sequence_lens; forward only"),
+    Engine("jax", "jax_engine", note="jax.lax.scan of the cell's step, jit-compiled"),
     Engine("fastrnn-numpy", "fastrnn_engine", "numpy", default=False,
            note="fastrnn's pure-NumPy reference backend"),
     Engine("fastrnn-cuda", "fastrnn_engine", "cuda", device="cuda",
-           note="fastrnn.RNN, Numba CUDA kernels"),
+           note="fastrnn.RNN/LSTM/GRU, Numba CUDA kernels"),
     Engine("torch-cuda", "torch_engine", "torch-cuda", device="cuda",
-           note="torch.nn.RNN on CUDA (cuDNN, TF32 off)"),
+           note="torch.nn.RNN/LSTM/GRU on CUDA (cuDNN, TF32 off)"),
 ]
 BY_NAME = {engine.name: engine for engine in ENGINES}
 

@@ -1,8 +1,10 @@
-"""JAX: ``jax.lax.scan`` of the Elman step, jit-compiled by XLA; gradients by ``jax.vjp``.
+"""JAX: ``jax.lax.scan`` of the cell's step (Elman, LSTM, GRU in torch's formulas and gate
+order), jit-compiled by XLA; gradients by ``jax.vjp``.
 
 Why the model is written this way: it is what a JAX user writes (the input projection of all
 steps as one product, the recurrence as a scan, the reverse direction as ``reverse=True``);
-XLA then compiles the whole stack, so JAX's per-call cost is one compiled call.
+XLA then compiles the whole stack, so JAX's per-call cost is one compiled call. lax.scan has
+no packed sequences (a masked scan computes the padded batch), so ragged batches are skipped.
 
 Threads. XLA has no thread-count setting: its CPU thread pools are sized when JAX starts, from
 the CPUs the process may run on. So ``prepare(threads)`` starts JAX (this process, once) with
@@ -16,7 +18,7 @@ bench says so. The CPU time / wall time the bench records per engine shows what 
 import os
 import sys
 
-from . import Runner, library_available
+from . import Runner, Skip, library_available
 
 ONE_THREAD_FLAG = "--xla_cpu_multi_thread_eigen=false"
 
@@ -59,47 +61,73 @@ def prepare(variant, threads):
     return None
 
 
-def _model(shape):
-    """rnn(params, x) -> (output [T, B, D*H], h_n [L*D, B, H]) for torch's parameter names."""
+def _steps():
+    """{cell: step(carry, a_t, w_hh, b_hh) -> (carry, h_t)}; a_t = x_t W_ih^T + b_ih."""
     import jax
     import jax.numpy as jnp
 
-    def direction(x, w_ih, w_hh, bias, reverse):
-        projected = x @ w_ih.T + bias                       # [T, B, H], all steps at once
+    def rnn(h, a_t, w_hh, b_hh):
+        h = jnp.tanh(a_t + h @ w_hh.T + b_hh)
+        return h, h
 
-        def step(h, a_t):
-            h = jnp.tanh(a_t + h @ w_hh.T)
-            return h, h
+    def lstm(carry, a_t, w_hh, b_hh):
+        h, c = carry
+        i, f, g, o = jnp.split(a_t + h @ w_hh.T + b_hh, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
 
-        h0 = jnp.zeros((x.shape[1], w_hh.shape[0]), x.dtype)
-        h_n, output = jax.lax.scan(step, h0, projected, reverse=reverse)
-        return output, h_n
+    def gru(h, a_t, w_hh, b_hh):
+        a_r, a_z, a_n = jnp.split(a_t, 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(h @ w_hh.T + b_hh, 3, axis=-1)
+        r, z = jax.nn.sigmoid(a_r + h_r), jax.nn.sigmoid(a_z + h_z)
+        h = (1 - z) * jnp.tanh(a_n + r * h_n) + z * h
+        return h, h
+
+    return {"rnn": rnn, "lstm": lstm, "gru": gru}
+
+
+def _model(shape):
+    """rnn(params, x) -> (output [T, B, D*H], final states) for torch's parameter names: the
+    states are (h_n [L*D, B, H],), and c_n too for LSTM."""
+    import jax
+    import jax.numpy as jnp
+    cell_step = _steps()[shape.cell]
+
+    def direction(x, w_ih, w_hh, b_ih, b_hh, reverse):
+        projected = x @ w_ih.T + b_ih                       # [T, B, G*H], all steps at once
+        h0 = jnp.zeros((x.shape[1], w_hh.shape[1]), x.dtype)
+        carry0 = (h0, h0) if shape.cell == "lstm" else h0
+        step = lambda carry, a_t: cell_step(carry, a_t, w_hh, b_hh)
+        final, output = jax.lax.scan(step, carry0, projected, reverse=reverse)
+        return output, (final if shape.cell == "lstm" else (final,))
 
     def rnn(params, x):
         finals = []
         for layer in range(shape.layers):
             outputs = []
             for suffix in [f"l{layer}", f"l{layer}_reverse"][:shape.directions]:
-                output, h_n = direction(x, params[f"weight_ih_{suffix}"],
-                                        params[f"weight_hh_{suffix}"],
-                                        params[f"bias_ih_{suffix}"] + params[f"bias_hh_{suffix}"],
-                                        reverse=suffix.endswith("reverse"))
+                weights = [params[f"{name}_{suffix}"]
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                output, final = direction(x, *weights, reverse=suffix.endswith("reverse"))
                 outputs.append(output)
-                finals.append(h_n)
+                finals.append(final)
             x = jnp.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
-        return x, jnp.stack(finals)
+        return x, tuple(jnp.stack(states) for states in zip(*finals))
 
     return rnn
 
 
 def make_runner(variant, problem):
+    if problem.lengths is not None:
+        raise Skip("lax.scan has no packed sequences (a masked scan would run the padded batch)")
     import jax
     import jax.numpy as jnp
     rnn = _model(problem.shape)
 
     def gradients(params, x, grad_out):
-        (_, h_n), pullback = jax.vjp(rnn, params, x)
-        return pullback((grad_out, jnp.zeros_like(h_n)))
+        (_, states), pullback = jax.vjp(rnn, params, x)
+        return pullback((grad_out, tuple(jnp.zeros_like(s) for s in states)))
 
     forward_jit, gradients_jit = jax.jit(rnn), jax.jit(gradients)
     params = {name: jax.device_put(w) for name, w in problem.weights.items()}
@@ -112,10 +140,11 @@ def make_runner(variant, problem):
         jax.block_until_ready(gradients_jit(params, x, grad_out))
 
     def results():
-        output, h_n = forward_jit(params, x)
+        output, states = forward_jit(params, x)
         grad_params, grad_input = gradients_jit(params, x, grad_out)
         grads = {f"grad_{name}": grad for name, grad in grad_params.items()}
-        arrays = {"output": output, "h_n": h_n, "grad_input": grad_input, **grads}
+        arrays = {"output": output, **dict(zip(["h_n", "c_n"], states)),
+                  "grad_input": grad_input, **grads}
         return {name: jax.device_get(a) for name, a in arrays.items()}
 
     return Runner(forward, forward_backward, results)
