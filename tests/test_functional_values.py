@@ -186,18 +186,20 @@ def test_out_buffer_receives_the_output(cell):
 
 
 # ----------------------------------------------------------------------------- backward
-def directional_loss(cell, x, weights, hx, g_out, g_states, lengths=None):
-    """<g_out, output> + <g_states, final states>: its gradient is what backward returns."""
+def directional_loss(cell, x, weights, hx, g_out, g_states, lengths=None, dropout=0.0):
+    """<g_out, output> + <g_states, final states>: its gradient is what backward returns
+    (with dropout, the same masks on every call: the rng is seeded alike)."""
     out, states, _ = FORWARDS[cell](x, weights, hx, backend="numpy", lengths=lengths,
-                                    need_backward=False)
+                                    need_backward=False, dropout=dropout, training=True,
+                                    rng=np.random.default_rng(99))
     states = states if cell == "LSTM" else (states,)
     return np.sum(out * g_out) + sum(np.sum(s * g) for s, g in zip(states, g_states))
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
-@pytest.mark.parametrize("with_lengths", [False, True])
-def test_backward_matches_central_differences(cell, backend, with_lengths):
+@pytest.mark.parametrize("with_lengths, dropout", [(False, 0.0), (True, 0.0), (False, 0.4)])
+def test_backward_matches_central_differences(cell, backend, with_lengths, dropout):
     """Every gradient backward returns (input, hx, each parameter, with grad_h_n given) is
     the derivative of <grad_output, output> + <grad_h_n, h_n> along a random direction."""
     rng = np.random.default_rng(8)
@@ -209,7 +211,8 @@ def test_backward_matches_central_differences(cell, backend, with_lengths):
     if with_lengths:
         g_out[3:, 1] = 0      # past a length the output is a constant zero
     g_states = tuple(rng.standard_normal(h0.shape) for _ in range(2 if cell == "LSTM" else 1))
-    _, _, context = FORWARDS[cell](x, weights, hx, backend=backend, lengths=lengths)
+    _, _, context = FORWARDS[cell](x, weights, hx, backend=backend, lengths=lengths,
+                                   dropout=dropout, training=True, rng=np.random.default_rng(99))
     grad_h_n = g_states if cell == "LSTM" else g_states[0]
     grad_x, grad_hx, grads = BACKWARDS[cell](context, g_out, grad_h_n)
     inputs = {"x": x, "h0": h0, **weights}
@@ -222,7 +225,8 @@ def test_backward_matches_central_differences(cell, backend, with_lengths):
 
     def loss():
         states = (inputs["h0"], inputs["c0"]) if cell == "LSTM" else inputs["h0"]
-        return directional_loss(cell, inputs["x"], weights, states, g_out, g_states, lengths)
+        return directional_loss(cell, inputs["x"], weights, states, g_out, g_states, lengths,
+                                dropout)
 
     for name, array in inputs.items():
         direction = rng.standard_normal(array.shape)
@@ -516,3 +520,65 @@ def test_step_refuses_a_zero_dimensional_input():
     prepared = F.prepare_weights(make_weights("RNN"), "RNN_TANH", "cpu")
     with pytest.raises(ValueError, match=r"^RNN.step: Expected input to be 1D .* got 0D"):
         F.step_prepared(prepared, np.zeros(()), None)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_defaults_are_no_dropout_no_training_and_auto_backend(cell, monkeypatch):
+    """Called with defaults, a forward drops nothing (dropout given without training=True
+    neither); 'auto' picks the compiled 'cpu' backend on the host, also on its first call."""
+    monkeypatch.setattr(F, "_AUTO_HOST", {})
+    assert F.resolve_backend_name("auto", np.zeros(1), MODES[cell]) == "cpu"
+    assert F.resolve_backend_name("numpy", None, MODES[cell]) == "numpy"
+    rng = np.random.default_rng(21)
+    weights = make_weights(cell)
+    x = rng.standard_normal((T, B, I))
+    zeros = np.zeros((2, B, H))
+    want = oracle(cell, x, weights, zeros, zeros, 2, 1)[0]
+    forward = FORWARDS[cell]
+    assert_close(forward(x, weights)[0], want, "float64", what="defaults")
+    assert_close(forward(x, weights, dropout=0.9)[0], want, "float64", what="no training")
+    assert_close(forward(x, weights, training=True)[0], want, "float64", what="no dropout")
+
+
+def test_dropout_masks_of_p_one_are_zeros_of_the_dtype():
+    masks = F.dropout_masks(np.random.default_rng(0), (2, 3), 1.0, "float32")
+    assert masks.shape == (2, 3) and masks.dtype == np.float32 and not masks.any()
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_float32_backward_makes_float32_gradients(cell):
+    rng = np.random.default_rng(22)
+    weights = make_weights(cell, dtype="float32")
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    g_out = rng.standard_normal((T, B, H)).astype(np.float32)
+    _, _, context = FORWARDS[cell](x, weights, backend="cpu")
+    _, _, context64 = FORWARDS[cell](x.astype(float), {k: v.astype(float) for k, v in
+                                                       weights.items()}, backend="cpu")
+    grads = BACKWARDS[cell](context, g_out)[2]
+    grads64 = BACKWARDS[cell](context64, g_out.astype(float))[2]
+    for name, grad in grads.items():
+        assert_close(grad, grads64[name].astype(np.float32), "float32", 1e-4, what=name)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_backward_names_each_wrong_argument(cell):
+    weights = make_weights(cell)
+    _, _, context = FORWARDS[cell](np.zeros((T, B, I)), weights, backend="cpu")
+    backward, name = BACKWARDS[cell], BACKWARDS[cell].__name__
+    grad = np.zeros((T, B, H))
+    with pytest.raises(RuntimeError, match=rf"^{name} needs the context of a forward run"):
+        backward(None, grad)
+    with pytest.raises(ValueError, match=r"^Expected grad_output of shape \(5, 2, 4\)"):
+        backward(context, np.zeros((T, B, H + 1)))
+    with pytest.raises(TypeError, match="^Expected grad_output of dtype float64"):
+        backward(context, grad.astype(np.float32))
+    if cell == "LSTM":
+        with pytest.raises(TypeError, match=r"^LSTM: Expected grad_h_n to be a tuple \(h, c\)"):
+            backward(context, grad, np.zeros((2, B, H)))
+        with pytest.raises(TypeError, match=r"^Expected grad_h_n\[1\] of dtype float64"):
+            backward(context, grad, (None, np.zeros((2, B, H), np.float32)))
+    else:
+        with pytest.raises(ValueError, match=r"^Expected grad_h_n of shape \(2, 2, 4\)"):
+            backward(context, grad, np.zeros((2, B + 1, H)))
+        with pytest.raises(TypeError, match="^Expected grad_h_n of dtype float64"):
+            backward(context, grad, np.zeros((2, B, H), np.float32))
