@@ -9,7 +9,7 @@
     python tools/mutation.py --module functional --rescore    # the last run's table again
                                                   # (after editing the equivalents)
 
-Python modules: mutmut (PyPI) plants its one-token mutants in each function of the module and
+Python modules: mutmut (PyPI; `pip install fastrnn[mutation]`) plants its one-token mutants in each function of the module and
 runs, per mutant, the tests of the module's own fast subset that execute that function
 (mutmut forks them from one warmed pytest, so a mutant costs its tests, not a Python start).
 Each module runs in its own scratch directory, .mutation/<module>/, with a generated
