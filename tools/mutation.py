@@ -9,12 +9,12 @@
     python tools/mutation.py --module functional --rescore    # the last run's table again
                                                   # (after editing the equivalents)
 
-Python modules: mutmut (PyPI; `pip install fastrnn[mutation]`) plants its one-token mutants in each function of the module and
-runs, per mutant, the tests of the module's own fast subset that execute that function
-(mutmut forks them from one warmed pytest, so a mutant costs its tests, not a Python start).
-Each module runs in its own scratch directory, .mutation/<module>/, with a generated
-[tool.mutmut] table: mutmut reads one config per directory, and each module has its own test
-subset. Survivors are listed with their diffs in .mutation/<module>/survivors.txt.
+Python modules: mutmut (PyPI; `pip install fastrnn[mutation]`) plants its one-token mutants
+in each function of the module and runs, per mutant, the tests of the module's own fast subset
+that execute that function (mutmut forks them from one warmed pytest, so a mutant costs its
+tests, not a Python start). Each module runs in its own scratch directory, .mutation/<module>/,
+with a generated [tool.mutmut] table: mutmut reads one config per directory, and each module
+has its own test subset. Survivors are listed with their diffs in .mutation/<module>/survivors.txt.
 
 Compiled kernels: mutmut cannot mutate C or Cython, so [[tool.fastrnn.mutation.kernel]] lists
 one-line mutants by hand (old text -> new text in one csrc/ file). Each is applied, the
