@@ -16,7 +16,7 @@ tests, not a Python start). Each module runs in its own scratch directory, .muta
 with a generated [tool.mutmut] table: mutmut reads one config per directory, and each module
 has its own test subset. Survivors are listed with their diffs in .mutation/<module>/survivors.txt.
 
-Compiled kernels: mutmut cannot mutate C or Cython, so [[tool.fastrnn.mutation.kernel]] lists
+Compiled kernels: mutmut cannot mutate C or Cython, so [tool.fastrnn.mutation.kernel] lists
 one-line mutants by hand (old text -> new text in one csrc/ file). Each is applied, the
 extension rebuilt, the kernel tests run with -x, and the file restored and the clean
 extension rebuilt whatever happens (Ctrl-C included).
