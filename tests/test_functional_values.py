@@ -582,3 +582,67 @@ def test_backward_names_each_wrong_argument(cell):
             backward(context, grad, np.zeros((2, B + 1, H)))
         with pytest.raises(TypeError, match="^Expected grad_h_n of dtype float64"):
             backward(context, grad, np.zeros((2, B, H), np.float32))
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_forward_prepared_defaults(cell):
+    """forward_prepared's own defaults: a context (need_backward), no dropout unless both
+    training=True and dropout > 0."""
+    rng = np.random.default_rng(23)
+    weights = make_weights(cell)
+    prepared = F.prepare_weights(weights, MODES[cell], "cpu")
+    x = rng.standard_normal((T, B, I))
+    zeros = np.zeros((2, B, H))
+    want = oracle(cell, x, weights, zeros, zeros, 2, 1)[0]
+    out, _, context = F.forward_prepared(prepared, x)
+    assert context is not None
+    assert_close(out, want, "float64", what="defaults")
+    assert_close(F.forward_prepared(prepared, x, training=True)[0], want, "float64")
+    assert_close(F.forward_prepared(prepared, x, dropout=0.5)[0], want, "float64")
+
+
+@pytest.mark.parametrize("need_backward", [True, False])
+def test_fast_inference_checks_and_converts_hx_too(need_backward):
+    """Batch-first input and an hx that is a list, strided or of another dtype: the same
+    values or the same messages on both paths."""
+    rng = np.random.default_rng(24)
+    weights = make_weights("RNN")
+    x, h0 = rng.standard_normal((T, B, I)), rng.standard_normal((2, B, H))
+    want = oracle("RNN", x, weights, h0, h0, 2, 1)[0]
+
+    def forward(given, hx=None, **kwargs):
+        return F.rnn_forward(given, weights, hx, backend="cpu", need_backward=need_backward,
+                             **kwargs)[0]
+
+    strided = np.zeros((2, B, 2 * H))[:, :, ::2]
+    strided[...] = h0
+    for hx in (h0.tolist(), strided):
+        assert_close(forward(x, hx), want, "float64", what=type(hx).__name__)
+    zeros = np.zeros((2, B, H))
+    got = forward(x.transpose(1, 0, 2).copy(), batch_first=True)
+    assert_close(got, oracle("RNN", x, weights, zeros, zeros, 2, 1)[0].transpose(1, 0, 2),
+                 "float64", what="batch_first")
+    with pytest.raises(TypeError, match="^Expected hx of dtype float64"):
+        forward(x, h0.astype(np.float32))
+    with pytest.raises(ValueError, match="^RNN: Expected input to be 2D or 3D, got 4D"):
+        forward(np.zeros((1, T, B, I)))
+
+
+def test_lstm_states_are_named_in_messages():
+    weights = make_weights("LSTM")
+    prepared = F.prepare_weights(weights, "LSTM", "cpu")
+    x, state = np.zeros((T, B, I)), np.zeros((2, B, H))
+    with pytest.raises(TypeError, match=r"^LSTM: Expected hx to be a tuple \(h, c\)"):
+        F.lstm_forward(x, weights, state)
+    with pytest.raises(TypeError, match=r"^Expected hx\[1\] of dtype float64"):
+        F.lstm_forward(x, weights, (state, state.astype(np.float32)))
+    with pytest.raises(TypeError, match=r"^Expected hx\[1\] of dtype float64"):
+        F.step_prepared(prepared, x[0], (state, state.astype(np.float32)))
+    with pytest.raises(ValueError, match=r"^Expected out\[0\] of shape \(2, 2, 4\)"):
+        F.step_prepared(prepared, x[0], (state, state), out=(np.zeros((2, B, 1)), state.copy()))
+    lists = (state.tolist(), state.tolist())
+    want = F.step_prepared(prepared, x[0], (state, state))
+    assert_states(F.step_prepared(prepared, x[0], lists), want, "LSTM", "float64")
+    out = (np.empty((2, B, H)), np.empty((2, B, H)))
+    assert F.step_prepared(prepared, x[0].tolist(), None, out=out) is out
+    assert_states(out, want, "LSTM", "float64")
