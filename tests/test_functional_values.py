@@ -646,3 +646,15 @@ def test_lstm_states_are_named_in_messages():
     out = (np.empty((2, B, H)), np.empty((2, B, H)))
     assert F.step_prepared(prepared, x[0].tolist(), None, out=out) is out
     assert_states(out, want, "LSTM", "float64")
+
+
+def test_lstm_step_refuses_three_states_and_read_only_pairs():
+    prepared = F.prepare_weights(make_weights("LSTM"), "LSTM", "cpu")
+    x, state = np.zeros((B, I)), np.zeros((2, B, H))
+    with pytest.raises(TypeError, match=r"^LSTM: Expected hx to be a tuple \(h, c\) of two"):
+        F.step_prepared(prepared, x, (state, state.copy(), state.copy()))
+    frozen = (np.zeros((2, B, H)), np.zeros((2, B, H)))
+    for member in frozen:
+        member.flags.writeable = False
+    with pytest.raises(ValueError, match=r"^out\[0\] is read-only"):
+        F.step_prepared(prepared, x, (state, state.copy()), out=frozen)
