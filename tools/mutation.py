@@ -141,19 +141,34 @@ def run_mutmut(scratch, mutants=()):
                        stderr=subprocess.STDOUT)
 
 
+def load_results(scratch, module):
+    """The module's last verdicts: results.json, written after every run (mutmut's own files
+    are reset when the test subset changes), else mutmut's files."""
+    saved = scratch / "results.json"
+    return json.loads(saved.read_text()) if saved.exists() else statuses(scratch, module)
+
+
 def run_module(name, module, config, pytest_options, again="all"):
     """Mutates one module and scores it. again: 'all' (a fresh run), 'survivors' (the last
-    run's survivors only: added tests cannot revive a killed mutant of unchanged code) or
-    'none' (score the last run again)."""
+    run's survivors only, against the current test subset: added tests cannot revive a killed
+    mutant of unchanged code, so the killed keep their verdict) or 'none' (score again)."""
     started = time.monotonic()
     equivalent = config.get("equivalent", {})
     scratch = SCRATCH / name
     if again == "all":
         prepare_scratch(name, module, pytest_options)
         run_mutmut(scratch)
-    elif again == "survivors":
-        run_mutmut(scratch, score_module(name, statuses(scratch, module), equivalent)["survivors"])
-    row = score_module(name, statuses(scratch, module), equivalent)
+        found = statuses(scratch, module)
+    else:
+        found = load_results(scratch, module)
+    if again == "survivors":
+        (scratch / "pyproject.toml").write_text(mutmut_table(module, pytest_options))
+        run_mutmut(scratch, score_module(name, found, equivalent)["survivors"])
+        now = statuses(scratch, module)
+        found = {mutant: status if status in KILLED else now.get(mutant, status)
+                 for mutant, status in found.items()}
+    (scratch / "results.json").write_text(json.dumps(found, indent=0, sort_keys=True))
+    row = score_module(name, found, equivalent)
     row["seconds"] = time.monotonic() - started
     write_survivors(scratch, module, row["survivors"])
     return row
