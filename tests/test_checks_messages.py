@@ -8,6 +8,7 @@ rules, copies) is asserted by its effect.
 """
 import copy
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -123,3 +124,72 @@ def test_zero_grad_and_copies():
     twin.backward(np.ones((2, 1, 4), np.float32))      # the kept forward travels with a copy
     layer.zero_grad()
     assert all(not np.any(g) and g.dtype == np.float32 for g in layer.grads.values())
+
+
+# ----------------------------------------------------------------------------- _checks
+def test_dtype_messages_say_how_to_convert():
+    layer = fastrnn.RNN(3, 4, dtype="float64", seed=0)
+    with pytest.raises(TypeError, match=exactly(
+            "Expected input of dtype float64 (the layer's dtype), got float32. Convert it with "
+            ".astype(np.float64), or build the layer with dtype='float32' if float32 is what "
+            "you want.")):
+        layer(np.zeros((2, 1, 3), np.float32))
+    with pytest.raises(TypeError, match=exactly(
+            "Expected input of dtype float64 (the layer's dtype), got int64. Convert it with "
+            ".astype(np.float64).")):
+        layer(np.zeros((2, 1, 3), np.int64))
+
+
+def test_gradient_buffer_dtype_messages():
+    weights = fastrnn.RNN(3, 4, dtype="float64", seed=0).state_dict()
+    _, _, context = F.rnn_forward(np.zeros((2, 1, 3)), weights)
+    for wrong, got in ((np.zeros((4, 3), ">f8"), ">f8"), (np.zeros((4, 3), "float32"), "float32"),
+                       (np.zeros((4, 3), "<f4"), "float32")):
+        grads = {name: np.zeros_like(w) for name, w in weights.items()}
+        grads["weight_ih_l0"] = wrong
+        order = " in native byte order" if got == ">f8" else ""
+        with pytest.raises(TypeError, match=exactly(
+                f"Expected gradient buffer 'weight_ih_l0' of dtype float64{order} (the layer's "
+                f"dtype), got {got}")):
+            F.rnn_backward(context, np.zeros((2, 1, 4)), None, grads)
+
+
+def test_other_byte_order_float32_input_is_converted():
+    layer = fastrnn.RNN(3, 4, dtype="float32", seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 1, 3)).astype(np.float32)
+    np.testing.assert_array_equal(layer(x.astype(">f4"))[0], layer(x)[0])
+
+
+def test_one_layer_dropout_warning_only_when_it_applies():
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        fastrnn.RNN(3, 4, dropout=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastrnn.RNN(3, 4)
+        fastrnn.RNN(3, 4, num_layers=2, dropout=0.3)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_gated_input_rank_message_has_no_tensor_word(cell):
+    with pytest.raises(ValueError, match=exactly(
+            f"{cell}: Expected input to be 2D or 3D, got 4D instead")):
+        getattr(fastrnn, cell)(3, 4)(np.zeros((1, 2, 1, 3), np.float32))
+
+
+def test_lstm_state_messages():
+    layer = fastrnn.LSTM(3, 4)
+    x = np.zeros((2, 1, 3), np.float32)
+    h, c = np.zeros((1, 1, 4), np.float32), np.zeros((1, 1, 4), np.float32)
+    with pytest.raises(ValueError, match=exactly(
+            "For batched 3-D input, hx and cx should also be 3-D but got (3-D, 2-D) tensors")):
+        layer(x, (h, c[0]))
+    message = "Expected hidden[1] size (1, 1, 4), got [1, 1, 5]"
+    with pytest.raises(ValueError, match=exactly(message)):
+        layer(x, (h, np.zeros((1, 1, 5), np.float32)))
+
+
+def test_empty_batch_first_sequence_is_refused():
+    layer = fastrnn.RNN(3, 4, batch_first=True)
+    message = "Expected sequence length to be larger than 0 in RNN"
+    with pytest.raises(ValueError, match=exactly(message)):
+        layer(np.zeros((2, 0, 3), np.float32))
