@@ -193,3 +193,27 @@ def test_empty_batch_first_sequence_is_refused():
     message = "Expected sequence length to be larger than 0 in RNN"
     with pytest.raises(ValueError, match=exactly(message)):
         layer(np.zeros((2, 0, 3), np.float32))
+
+
+def test_constructor_messages():
+    with pytest.raises(ValueError, match=exactly(
+            "dropout should be a number in range [0, 1] representing the probability of an "
+            "element being zeroed")):
+        fastrnn.RNN(3, 4, dropout=1.5)
+    with pytest.raises(TypeError, match=exactly("batch_first should be of type bool, got: str")):
+        fastrnn.RNN(3, 4, batch_first="yes")
+    with pytest.warns(UserWarning) as record:
+        fastrnn.GRU(3, 4, dropout=0.25)
+    assert str(record[0].message) == (
+        "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+        "expects num_layers greater than 1, but got dropout=0.25 and num_layers=1")
+
+
+def test_a_no_grad_forward_drops_what_the_last_forward_kept():
+    layer = fastrnn.RNN(3, 4, seed=0)
+    x = np.zeros((2, 1, 3), np.float32)
+    layer(x)
+    with fastrnn.no_grad():
+        layer(x)
+    with pytest.raises(RuntimeError, match="^RNN.backward\\(\\) needs a forward pass first"):
+        layer.backward(np.zeros((2, 1, 4), np.float32))
