@@ -143,3 +143,16 @@ def test_forward_out_receives_the_output(backend):
         layer(x, out=out)                       # written in place by the kernels
     np.testing.assert_array_equal(out, expected.swapaxes(0, 1))
 
+
+
+def test_functional_step_draws_its_own_masks_when_given_no_generator():
+    """step_prepared with dropout in training and no rng: masks from a fresh generator, as
+    forward_prepared does (it raised AttributeError on None)."""
+    weights = fastrnn.RNN(3, 4, num_layers=2, seed=0).state_dict()
+    prepared = fastrnn.functional.prepare_weights(weights)
+    x = np.ones((2, 3), np.float32)
+    h = fastrnn.functional.step_prepared(prepared, x, dropout=1.0, training=True)
+    plain = fastrnn.functional.step_prepared(prepared, x)
+    assert h.shape == (2, 2, 4)
+    np.testing.assert_array_equal(h[0], plain[0])          # the first layer sees no dropout
+    assert not np.allclose(h[1], plain[1])                 # the second sees a zero input

@@ -132,12 +132,13 @@ def _device_array(arrays, what, a, dtype, contiguous=False):
     return arrays.contiguous(a) if contiguous else a
 
 
-def dropout_masks(rng: np.random.Generator, shape: tuple, p: float, dtype: str) -> np.ndarray:
+def dropout_masks(rng: Optional[np.random.Generator], shape: tuple, p: float,
+                  dtype: str) -> np.ndarray:
     """Inverted dropout: zero with probability p, scaled by 1/(1-p) elsewhere (torch's rule),
-    so that the expected value of ``mask * y`` is ``y``."""
+    so that the expected value of ``mask * y`` is ``y``. rng None: a fresh, unseeded one."""
     if p >= 1:
         return np.zeros(shape, dtype=dtype)
-    keep = rng.random(shape) >= p
+    keep = (np.random.default_rng() if rng is None else rng).random(shape) >= p
     return (keep / (1 - p)).astype(dtype)
 
 
@@ -413,7 +414,6 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
     h0 = None if states is None else _states_in(arrays, states, layout, sorted_shapes)
     masks = None
     if training and dropout > 0 and structure.num_layers > 1:
-        rng = np.random.default_rng() if rng is None else rng
         mask_shape = (structure.num_layers - 1, N, structure.layer_width)
         masks = arrays.asarray(dropout_masks(rng, mask_shape, dropout, dtype))
 
