@@ -405,17 +405,24 @@ def test_gradient_buffer_messages():
         F.rnn_backward(context, grad, np.zeros((2, B + 1, H)))
 
 
-@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
-@pytest.mark.parametrize("training, dropout", [(False, 0.5), (True, 0.0)])
-def test_step_of_converted_input_draws_no_mask_outside_dropout_training(cell, training, dropout):
-    """Input the fast path cannot take as it is (a list, another dtype) goes the general way:
-    same values, and no mask (and no rng needed) unless training with dropout > 0."""
-    rng = np.random.default_rng(17)
+def one_step_problem(cell, seed):
+    """A two-layer cell's prepared weights, an input [B, I], the initial states (h0, c0, hx)
+    and the oracle's states after one step (h_n, c_n)."""
+    rng = np.random.default_rng(seed)
     weights = make_weights(cell)
     prepared = F.prepare_weights(weights, MODES[cell], "cpu")
     x = rng.standard_normal((B, I))
     h0, c0, hx = initial_states(cell, rng, 2, 1, "float64")
     _, h_n, c_n = oracle(cell, x[None], weights, h0, c0, 2, 1)
+    return prepared, x, (h0, c0, hx), (h_n, c_n)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("training, dropout", [(False, 0.5), (True, 0.0)])
+def test_step_of_converted_input_draws_no_mask_outside_dropout_training(cell, training, dropout):
+    """Input the fast path cannot take as it is (a list, another dtype) goes the general way:
+    same values, and no mask (and no rng needed) unless training with dropout > 0."""
+    prepared, x, (h0, c0, hx), (h_n, c_n) = one_step_problem(cell, seed=17)
     for given in (x.tolist(), np.asfortranarray(x)):
         got = F.step_prepared(prepared, given, hx, dropout=dropout, training=training)
         assert_states(got, expected_states(cell, h_n, c_n), cell, "float64")
@@ -474,12 +481,7 @@ def test_general_step_writes_out_apart_or_in_place(cell):
     """A converted input (a list) takes the general path: ``out`` apart from hx is written
     directly, ``out`` that is hx (unbatched too) receives a copy; dropout without training=True
     drops nothing (training defaults to False)."""
-    rng = np.random.default_rng(19)
-    weights = make_weights(cell)
-    prepared = F.prepare_weights(weights, MODES[cell], "cpu")
-    x = rng.standard_normal((B, I))
-    h0, c0, _ = initial_states(cell, rng, 2, 1, "float64")
-    _, h_n, c_n = oracle(cell, x[None], weights, h0, c0, 2, 1)
+    prepared, x, (h0, c0, _), (h_n, c_n) = one_step_problem(cell, seed=19)
     pair = cell == "LSTM"
     apart = (np.empty_like(h0), np.empty_like(c0)) if pair else np.empty_like(h0)
     hx = (h0.copy(), c0.copy()) if pair else h0.copy()

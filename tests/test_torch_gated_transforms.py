@@ -12,7 +12,8 @@ torch = pytest.importorskip("torch")
 
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
-from torch_helpers import module_pair, state_members  # noqa: E402
+from torch_helpers import (assert_per_sample_grads_match, module_pair,  # noqa: E402
+                           state_members)
 
 F64 = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-11)
@@ -129,19 +130,7 @@ def test_vmap_matches_a_loop_over_the_mapped_dimension(case):
 def test_per_sample_grads_match_torch(case):
     ours, theirs = make_pair(case, seed=4, batch_first=True)
     xs = torch.randn(3, 1, 4, 2, dtype=F64)                    # 3 samples of batch 1
-
-    def loss_of(module):
-        def loss(params, x):
-            output, final = torch.func.functional_call(module, params, (x,))
-            return output.pow(2).sum() + sum(s.sum() for s in state_members(final))
-        return loss
-    params = {name: p.detach() for name, p in ours.named_parameters()}
-    per_sample = torch.func.vmap(torch.func.grad(loss_of(ours)), in_dims=(None, 0))(params, xs)
-    for i, x in enumerate(xs):
-        theirs.zero_grad()
-        loss_of(theirs)(dict(theirs.named_parameters()), x).backward()
-        for name, p in theirs.named_parameters():
-            torch.testing.assert_close(per_sample[name][i], p.grad, **TIGHT, msg=name)
+    assert_per_sample_grads_match(ours, theirs, xs, TIGHT)
 
 
 @pytest.mark.parametrize("case", sorted(CELLS))

@@ -9,7 +9,7 @@ from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
 
 from fastrnn.torch import RNN  # noqa: E402
-from torch_helpers import module_pair  # noqa: E402
+from torch_helpers import assert_per_sample_grads_match, module_pair  # noqa: E402
 
 F64 = torch.float64
 TIGHT = dict(rtol=1e-9, atol=1e-11)
@@ -120,19 +120,7 @@ def test_vmap_over_an_ensemble_of_weights():
 def test_grad_and_per_sample_grads_match_nn_rnn():
     ours, theirs = make_pair(4, bidirectional=True, batch_first=True)
     xs = torch.randn(3, 1, 4, 3, dtype=F64)                    # 3 samples of batch 1
-
-    def loss_of(module):
-        def loss(params, x):
-            output, h_n = torch.func.functional_call(module, params, (x,))
-            return output.pow(2).sum() + h_n.sum()
-        return loss
-    params = {name: p.detach() for name, p in ours.named_parameters()}
-    per_sample = torch.func.vmap(torch.func.grad(loss_of(ours)), in_dims=(None, 0))(params, xs)
-    for i, x in enumerate(xs):
-        theirs.zero_grad()
-        loss_of(theirs)(dict(theirs.named_parameters()), x).backward()
-        for name, p in theirs.named_parameters():
-            torch.testing.assert_close(per_sample[name][i], p.grad, **TIGHT, msg=name)
+    assert_per_sample_grads_match(ours, theirs, xs, TIGHT)
 
 
 def test_jacobians_jvp_and_hessian_match_nn_rnn():
