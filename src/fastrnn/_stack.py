@@ -464,12 +464,12 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
     ``structure.saved_size(N)`` elements that backward_packed needs (module header; the pair
     given as ``saved``, if one was), or None when ``need_saved`` is False.
     """
-    arrays, dtype = backend.ARRAYS, structure.dtype
+    arrays = backend.ARRAYS
     if validate:
         N, B = _check_packed(arrays, structure, x, hx, weights, batch_sizes, masks)
         if output is not None:
-            _check_packed_array(arrays, "output", output, (N, structure.layer_width), dtype,
-                                writeable=True)
+            _check_packed_array(arrays, "output", output, (N, structure.layer_width),
+                                structure.dtype, writeable=True)
         if h_n is not None:
             _check_states(arrays, structure, "h_n", h_n, B, writeable=True)
         if need_saved and saved is not None:
@@ -477,8 +477,9 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
         check_cell_kernels(backend, structure.cell)
     else:
         N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
-    h0 = _new_states(arrays, structure, B, arrays.zeros) if hx is None else hx
-    finals = _new_states(arrays, structure, B, arrays.empty) if h_n is None else h_n
+    dtype = structure.dtype
+    h0 = _new_states(structure, B, arrays.zeros) if hx is None else hx
+    finals = _new_states(structure, B, arrays.empty) if h_n is None else h_n
     output = arrays.empty((N, structure.layer_width), dtype) if output is None else output
     if not need_saved:
         saved = None
@@ -491,7 +492,7 @@ def forward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: n
     return output, finals, saved
 
 
-def _new_states(arrays, structure, batch, make):
+def _new_states(structure, batch, make):
     """Fresh states for ``batch`` sequences made by ``make`` (arrays.zeros, arrays.empty)."""
     shapes, dtype = structure.state_shapes(batch), structure.dtype
     if len(shapes) == 2:
@@ -541,15 +542,15 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
     arrays in the weights' order that parameter gradients are ADDED into (None: fresh zeros);
     they must be C-contiguous, writeable and of the weights' shapes and dtype.
     Returns ``(grad_x [N, I], grad_hx (like hx), grads)``."""
-    arrays, dtype = backend.ARRAYS, structure.dtype
+    arrays = backend.ARRAYS
     if validate:
         _check_backward_packed(arrays, structure, x, hx, weights, batch_sizes, output, saved,
                                masks, grad_output, grad_h_n, grads)
         check_cell_kernels(backend, structure.cell)
-    N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
-    h0 = _new_states(arrays, structure, B, arrays.zeros) if hx is None else hx
+    N, B, dtype = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0), structure.dtype
+    h0 = _new_states(structure, B, arrays.zeros) if hx is None else hx
     if grad_h_n is None:
-        grad_finals = _new_states(arrays, structure, B, arrays.zeros)
+        grad_finals = _new_states(structure, B, arrays.zeros)
     elif structure.cell.paired:               # either member may be None: zeros
         grad_finals = tuple(arrays.zeros(shape, dtype) if grad is None else grad
                             for grad, shape in zip(grad_h_n, structure.state_shapes(B)))
@@ -557,7 +558,7 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
         grad_finals = grad_h_n
     if grads is None:
         grads = [arrays.zeros(w.shape, dtype) for w in weights]
-    grad_h0 = _new_states(arrays, structure, B, arrays.zeros)
+    grad_h0 = _new_states(structure, B, arrays.zeros)
     layer_outputs, workspaces = (structure.saved_views(saved, N) if saved is not None
                                  else (None, None))
     cell, D, P = structure.cell, structure.directions, structure.output_size

@@ -419,11 +419,11 @@ def forward_prepared(prepared: Prepared, x, hx=None, *, lengths=None, batch_firs
 
     direct = out is not None and not need_backward and layout.plain and _is_kernel_buffer(arrays, out)
     output = out.reshape(N, output_shape[-1]) if direct else arrays.empty((N, output_shape[-1]), dtype)
-    h_n = _state_tuple(structure, _new_states(arrays, structure, layout.batch, arrays.empty), "h_n")
+    h_n = _state_tuple(structure, _new_states(structure, layout.batch, arrays.empty), "h_n")
     saved = arrays.empty((structure.saved_size(N),), dtype) if need_backward else None
     layer_outputs, workspaces = (structure.saved_views(saved, N) if need_backward
                                  else (None, _scratch_workspaces(arrays, structure, N)))
-    initial = (_new_states(arrays, structure, layout.batch, arrays.zeros) if h0 is None
+    initial = (_new_states(structure, layout.batch, arrays.zeros) if h0 is None
                else structure.public(h0))
     _stack_forward(prepared, x_packed, initial, batch_sizes, masks, layer_outputs, workspaces,
                    output, structure.public(h_n))
