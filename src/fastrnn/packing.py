@@ -38,7 +38,7 @@ def _checked_with_range(lengths, batch, steps):
         values = np.asarray(lengths)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"lengths must be a 1-D array of integers, one per sequence: {exc}") from None
-    if values.dtype.kind not in "iu":
+    if values.dtype.kind not in "iu" and values.size:     # [] is float64 to NumPy
         raise TypeError(f"lengths must be integers (one per sequence), got an array of "
                         f"{values.dtype}; convert it with .astype(np.int64) if its values are "
                         "whole numbers")
