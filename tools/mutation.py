@@ -58,11 +58,18 @@ def mutmut_table(module, pytest_options):
     lines = ["[tool.mutmut]", 'source_paths = ["src"]',
              f"only_mutate = {json.dumps(module['mutate'])}",
              f"pytest_add_cli_args_test_selection = {json.dumps(module['tests'])}",
-             'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
+             f"pytest_add_cli_args = {json.dumps(pytest_arguments(module))}",
              f"process_isolation = {json.dumps(module.get('isolation', 'fork'))}",
              "", "[tool.pytest.ini_options]",
              f"markers = {json.dumps(pytest_options['ini_options']['markers'])}"]
     return "\n".join(lines) + "\n"
+
+
+def pytest_arguments(module):
+    """pytest's arguments for every run of a module's tests; ``deselect`` (a -k expression)
+    leaves out tests that cannot run on mutmut's trampolines (see pyproject.toml)."""
+    deselect = module.get("deselect")
+    return ["-p", "no:cacheprovider"] + (["-k", deselect] if deselect else [])
 
 
 def prepare_scratch(name, module, pytest_options):
