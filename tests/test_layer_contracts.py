@@ -18,7 +18,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import backend_status
-from cell_cases import make_layer, members
+from cell_cases import make_layer, members, random_states
 
 T, B, I, H = 5, 4, 3, 4
 CONFIG = "__fastrnn_config__"
@@ -92,13 +92,15 @@ def test_no_grad_batch_first_gives_the_grad_mode_values(cell):
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
-def test_no_grad_ragged_lengths_give_the_grad_mode_values(cell):
+def test_no_grad_ragged_lengths_and_a_state_give_the_grad_mode_values(cell):
     fast, general = twins(cell)
-    x = np.random.default_rng(2).standard_normal((T, B, I)).astype(np.float32)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    hx = random_states(rng, fast, B)
     lengths = [2, 5, 1, 3]
     with fastrnn.no_grad():
-        out_fast, h_fast = fast(x, lengths=lengths)
-    out, h = general(x, lengths=lengths)
+        out_fast, h_fast = fast(x, hx, lengths=lengths)
+    out, h = general(x, hx, lengths=lengths)
     np.testing.assert_array_equal(out_fast, out)
     assert not out_fast[2:, 0].any()
     for a, e in zip(members(h_fast), members(h)):
@@ -159,6 +161,19 @@ def test_backward_without_a_forward_says_what_to_do():
             "LSTM.backward() needs a forward pass first: call the layer on an input (outside "
             "fastrnn.no_grad(), in this thread) before calling backward()")):
         layer.backward(np.zeros((T, B, H), np.float32))
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_a_no_grad_forward_keeps_nothing_for_backward(batch_first):
+    """Under no_grad neither path (the fast one, nor the general one that batch_first takes)
+    keeps a context: backward then asks for a forward, as after no forward at all."""
+    layer = fastrnn.RNN(I, H, batch_first=batch_first, seed=0)
+    x = np.zeros((T, B, I), np.float32)
+    output, _ = layer(x)
+    with fastrnn.no_grad():
+        layer(x)
+    with pytest.raises(RuntimeError, match="^RNN.backward\\(\\) needs a forward pass first"):
+        layer.backward(np.zeros_like(output))
 
 
 @pytest.mark.parametrize("cell", ["RNN", "GRU"])
