@@ -10,6 +10,7 @@ backend (the CUDA simulator's) keeps its parameters and gradients and follows it
 import contextlib
 import json
 import re
+import threading
 import warnings
 import zipfile
 
@@ -18,6 +19,7 @@ import pytest
 
 import fastrnn
 from fastrnn.backends import backend_status
+from fastrnn.rnn_base import Setting
 from cell_cases import make_layer, members, random_states
 
 T, B, I, H = 5, 4, 3, 4
@@ -145,6 +147,21 @@ def test_settings_changed_after_construction():
         layer.batch_first = 1
     assert isinstance(fastrnn.RNN.dropout, type(fastrnn.LSTM.batch_first))
     assert "dropout" in fastrnn.RNN.dropout.__doc__.lower()
+
+
+def test_a_setting_checks_and_stores_under_its_private_name():
+    """Setting, the descriptor of every setting that may change after construction, on a
+    class made here (so that its __set_name__ runs inside the test)."""
+    class Probe:
+        _lock = threading.Lock()
+        _prepared = "kept"
+        size = Setting(int, "how many")
+    probe = Probe()
+    probe.size = "3"
+    assert probe._size == 3 and probe.size == 3 and probe._prepared is None
+    assert Probe.size.__doc__ == "how many" and isinstance(Probe.size, Setting)
+    with pytest.raises(ValueError):
+        probe.size = "three"
 
 
 def test_train_and_eval():

@@ -16,7 +16,7 @@ import pytest
 
 import fastrnn
 from fastrnn import functional
-from fastrnn.backends import reference
+from fastrnn.backends import backend_status, load_backend, reference
 from cell_cases import make_layer, members, random_states
 from helpers import numerical_gradient
 
@@ -30,7 +30,7 @@ def exactly(message):
 
 
 def case(mode="LSTM", num_layers=2, bidirectional=True, dtype="float32", seed=0,
-         sizes=SIZES):
+         sizes=SIZES, backend="numpy"):
     """A stacked layer's packed problem: structure, weights, x [N, I], hx, masks [L-1, N, D*H]."""
     rng = np.random.default_rng(seed)
     if mode == "RNN_TANH":
@@ -41,7 +41,7 @@ def case(mode="LSTM", num_layers=2, bidirectional=True, dtype="float32", seed=0,
     prepared = functional.prepare_weights(layer.state_dict(), mode, "numpy")
     rows, D = int(sizes.sum()), 2 if bidirectional else 1
     masks = (rng.random((num_layers - 1, rows, D * H)) < 0.6).astype(dtype) / 0.6
-    return SimpleNamespace(structure=prepared.structure, weights=list(prepared.weights),
+    return SimpleNamespace(backend=load_backend(backend), structure=prepared.structure, weights=list(prepared.weights),
                            x=rng.standard_normal((rows, I)).astype(dtype),
                            hx=random_states(rng, layer, int(sizes[0]) if len(sizes) else 0),
                            masks=masks, sizes=sizes, dtype=dtype)
@@ -50,7 +50,7 @@ def case(mode="LSTM", num_layers=2, bidirectional=True, dtype="float32", seed=0,
 def forward(c, **changes):
     arguments = dict(x=c.x, hx=c.hx, weights=c.weights, batch_sizes=c.sizes, masks=c.masks)
     arguments.update(changes)
-    return functional.forward_packed(reference, c.structure, **arguments)
+    return functional.forward_packed(c.backend, c.structure, **arguments)
 
 
 def backward(c, **changes):
@@ -59,7 +59,7 @@ def backward(c, **changes):
                      saved=saved, masks=c.masks, grad_output=np.ones_like(output),
                      grad_h_n=None, grads=None)
     arguments.update(changes)
-    return functional.backward_packed(reference, c.structure, **arguments)
+    return functional.backward_packed(c.backend, c.structure, **arguments)
 
 
 def fortran(a):
@@ -226,6 +226,9 @@ def test_validate_false_gives_what_validate_true_gives(mode, given):
                        else np.empty_like(states[0]))
     hx = c.hx if given else None
     checked = forward(c, hx=hx, **buffers)
+    if given:                                     # written in place and returned
+        assert checked[0] is buffers["output"]
+        assert all(a is e for a, e in zip(members(checked[1]), members(buffers["h_n"])))
     trusted = forward(c, hx=hx, validate=False,
                       **{k: (tuple(np.empty_like(s) for s in v) if isinstance(v, tuple)
                              else np.empty_like(v)) for k, v in buffers.items()})
@@ -257,9 +260,12 @@ def test_no_steps_at_all(mode, validate):
     assert all(g.dtype == np.float32 and not g.any() for g in grads)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
 @pytest.mark.parametrize("mode", ["RNN_TANH", "LSTM", "GRU"])
-def test_what_the_level_allocates_has_the_structures_dtype(mode):
-    c = case(mode, dtype="float32")
+def test_what_the_level_allocates_has_the_structures_dtype(mode, backend):
+    """The compiled kernels take only the structure's dtype: a float64 zero state made for a
+    missing gradient would be refused there."""
+    c = case(mode, dtype="float32", backend=backend)
     output, h_n, saved = forward(c, hx=None)
     assert output.dtype == saved.dtype == np.float32
     assert all(s.dtype == np.float32 for s in members(h_n))
@@ -319,3 +325,46 @@ def test_backward_of_a_single_sequence(mode):
     grad_h_n = [rng.standard_normal(s.shape) for s in members(c.hx)]
     numerical_check(c, rng.standard_normal((3, H)),
                     tuple(grad_h_n) if mode == "LSTM" else grad_h_n[0])
+
+
+def test_one_layer_needs_no_saved_layer_outputs():
+    """One layer has no layer outputs to keep: saved's first block may be None."""
+    c = case("GRU", num_layers=1, dtype="float64", seed=9)
+    c.masks = None
+    output, _, flat = forward(c)
+    _, workspaces = c.structure.saved_views(flat, N)
+    from_flat = backward(c)
+    from_blocks = backward(c, saved=(None, workspaces))
+    for a, e in zip([from_blocks[0], *from_blocks[2]], [from_flat[0], *from_flat[2]]):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_backward_without_what_forward_saved():
+    c = case()
+    with pytest.raises(ValueError, match=exactly(
+            f"backward_packed needs what forward_packed saved ({c.structure.saved_size(N)} "
+            "elements): run forward_packed with need_saved=True")):
+        backward(c, saved=None)
+
+
+def test_backend_runs_is_false_for_a_backend_that_cannot_load(monkeypatch):
+    from fastrnn import _stack
+    from fastrnn.backends import BackendUnavailable
+
+    def unavailable(name):
+        raise BackendUnavailable(f"{name}: not here")
+    assert functional.backend_runs("numpy", "GRU")
+    monkeypatch.setattr(_stack, "load_backend", unavailable)
+    assert functional.backend_runs("numpy", "GRU") is False
+
+
+@pytest.mark.skipif(backend_status()["cuda"] is not None, reason="no cuda backend (simulator)")
+def test_a_strided_device_saved_is_refused():
+    """On a device, saved is checked for contiguity by the array itself (Numba's simulator)."""
+    from numba import cuda
+    c = case(dtype="float64")
+    output, _, saved = forward(c)
+    strided = cuda.to_device(np.repeat(saved, 2))[::2]
+    with pytest.raises(ValueError, match=exactly("Expected saved to be C-contiguous")):
+        functional.backward_packed(load_backend("cuda"), c.structure, c.x, c.hx, c.weights,
+                                   c.sizes, output, strided, c.masks, np.ones_like(output))
