@@ -96,3 +96,20 @@ def test_a_pickled_module_keeps_no_eager_state_and_runs_alike(cell):
     with torch.no_grad():
         got, _ = copy(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cell, kwargs", [("RNN", {}), ("LSTM", dict(num_layers=2)),
+                                          ("GRU", dict(bidirectional=True))])
+def test_per_sample_gradients_of_a_packed_batch_match_torch(cell, kwargs):
+    from torch.nn.utils.rnn import pack_padded_sequence
+    ours, theirs = module_pair(cell=cell, dtype=torch.float64, **kwargs)
+    x = torch.randn(5, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    packed = pack_padded_sequence(x, [5, 3, 2])
+    results = []
+    for module in (ours, theirs):
+        output, final = call_for_per_sample_grads(module, batch_size=3)(packed)
+        (output.data.pow(2).sum() + sum(s.sum() for s in state_members(final))).backward()
+        results.append([output.data.detach(), *[s.detach() for s in state_members(final)],
+                        *[p.grad_sample for p in module.parameters()]])
+    for a, e in zip(*results):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
