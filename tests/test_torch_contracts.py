@@ -113,3 +113,31 @@ def test_per_sample_gradients_of_a_packed_batch_match_torch(cell, kwargs):
                         *[p.grad_sample for p in module.parameters()]])
     for a, e in zip(*results):
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_vmap_over_the_data_of_a_packed_batch(cell):
+    """vmap folds its entries into the packed batch (batch_sizes scaled by their number):
+    forward values and gradients of the data equal one call per entry."""
+    from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+    ours, _ = module_pair(cell=cell, dtype=torch.float64, num_layers=2, bidirectional=True)
+    generator = torch.Generator().manual_seed(3)
+    packed = pack_padded_sequence(torch.randn(5, 3, 3, generator=generator,
+                                              dtype=torch.float64), [5, 3, 2])
+    entries = torch.stack([packed.data, -packed.data, 0.5 * packed.data])
+
+    def run(data):
+        output, final = ours(PackedSequence(data, packed.batch_sizes))
+        return (output.data, *state_members(final))
+
+    def loss(data):
+        output, *finals = run(data)
+        return output.pow(2).sum() + sum(s.sum() for s in finals)
+
+    batched = torch.func.vmap(run)(entries)
+    gradients = torch.func.vmap(torch.func.grad(loss))(entries)
+    for v in range(3):
+        for got, expected in zip(batched, run(entries[v])):
+            torch.testing.assert_close(got[v], expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gradients[v], torch.func.grad(loss)(entries[v]),
+                                   rtol=1e-12, atol=1e-12)
