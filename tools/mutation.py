@@ -24,7 +24,8 @@ extension rebuilt whatever happens (Ctrl-C included).
 Everything is configured in pyproject.toml, [tool.fastrnn.mutation]: the modules, their files
 and test subsets, the mutants shown equivalent (with why), and the kernel mutants. The score
 of a module is killed / (total - equivalent); a mutant that no test of the subset executes
-counts as a survivor. One worker throughout: the machines this runs on are shared.
+counts as a survivor. One mutant at a time unless --jobs says more: the machines this runs
+on are shared.
 """
 import argparse
 import ast
@@ -140,10 +141,11 @@ def score_module(name, found, equivalent):
             "survived": len(survivors), "score": score, "survivors": survivors}
 
 
-def run_mutmut(scratch, mutants=()):
+def run_mutmut(scratch, mutants=(), jobs=1):
     """mutmut over the scratch directory's module: every mutant, or only those named."""
     with open(scratch / "mutmut.log", "a") as log:
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", *mutants],
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs),
+                        *mutants],
                        cwd=scratch, env=clean_environment(), stdout=log,
                        stderr=subprocess.STDOUT)
 
@@ -155,7 +157,7 @@ def load_results(scratch, module):
     return json.loads(saved.read_text()) if saved.exists() else statuses(scratch, module)
 
 
-def run_module(name, module, config, pytest_options, again="all"):
+def run_module(name, module, config, pytest_options, again="all", jobs=1):
     """Mutates one module and scores it. again: 'all' (a fresh run), 'survivors' (the last
     run's survivors only, against the current test subset: added tests cannot revive a killed
     mutant of unchanged code, so the killed keep their verdict) or 'none' (score again)."""
@@ -164,13 +166,13 @@ def run_module(name, module, config, pytest_options, again="all"):
     scratch = SCRATCH / name
     if again == "all":
         prepare_scratch(name, module, pytest_options)
-        run_mutmut(scratch)
+        run_mutmut(scratch, jobs=jobs)
         found = statuses(scratch, module)
     else:
         found = load_results(scratch, module)
     if again == "survivors":
         (scratch / "pyproject.toml").write_text(mutmut_table(module, pytest_options))
-        run_mutmut(scratch, score_module(name, found, equivalent)["survivors"])
+        run_mutmut(scratch, score_module(name, found, equivalent)["survivors"], jobs)
         now = statuses(scratch, module)
         found = {mutant: status if status in KILLED else now.get(mutant, status)
                  for mutant, status in found.items()}
@@ -251,6 +253,8 @@ def main(argv=None):
                         help="mutate this module only (repeatable)")
     parser.add_argument("--kernels", action="store_true", help="only the csrc/ mutants")
     parser.add_argument("--list", action="store_true", help="show what is configured")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="mutants run at once (default 1: the machines are shared)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--survivors", action="store_const", dest="again", const="survivors",
                        default="all", help="run only the last run's survivors again")
@@ -269,7 +273,8 @@ def main(argv=None):
         print(f"{'module':<16} {'total':>6} {'killed':>6} {'equiv':>6} {'surv':>6} "
               f"{'score':>7} {'time':>8}")
     for name in chosen:
-        rows.append(run_module(name, modules[name], config, pytest_options, args.again))
+        rows.append(run_module(name, modules[name], config, pytest_options, args.again,
+                               args.jobs))
         print_module_row(rows[-1])
     kernel_rows = []
     if args.kernels or not (args.module or args.again != "all"):
