@@ -171,6 +171,9 @@ def run_module(name, module, config, pytest_options, again="all", jobs=1):
     else:
         found = load_results(scratch, module)
     if again == "survivors":
+        now = statuses(scratch, module)          # an interrupted run's kills stand
+        found = {mutant: now[mutant] if now.get(mutant) in KILLED else status
+                 for mutant, status in found.items()}
         (scratch / "pyproject.toml").write_text(mutmut_table(module, pytest_options))
         run_mutmut(scratch, score_module(name, found, equivalent)["survivors"], jobs)
         now = statuses(scratch, module)
