@@ -41,6 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".mutation"
+SINGLE_THREADED = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 KILLED = {"killed", "timeout", "segfault"}     # a crash or a hang is a caught mutant too
 MUTMUT_STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
                  36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
@@ -85,8 +86,12 @@ def prepare_scratch(name, module, pytest_options):
 
 
 def clean_environment():
-    """No PYTHONPATH: the mutated copy in mutants/src must be the fastrnn the tests import."""
-    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    """No PYTHONPATH: the mutated copy in mutants/src must be the fastrnn the tests import.
+    One BLAS/OpenMP thread: mutmut forks each mutant's tests from one warm process, and a
+    thread pool started before a fork deadlocks the child, a hang mutmut would count as a
+    caught mutant."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {**environment, **{name: "1" for name in SINGLE_THREADED}}
 
 
 def mutated_files(scratch, module):
