@@ -110,6 +110,24 @@ def test_no_grad_ragged_lengths_and_a_state_give_the_grad_mode_values(cell):
 
 
 @pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
+def test_no_grad_with_a_state_gives_the_grad_mode_values(cell):
+    """I == H and T == L: a state that were taken for the input would fit, so it must not."""
+    fast, general = [make_layer(cell, H, H, seed=8) if cell != "RNN" else fastrnn.RNN(H, H, seed=8)
+                     for _ in range(2)]
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, B, H)).astype(np.float32)
+    hx = random_states(rng, fast, B)
+    with fastrnn.no_grad():
+        out_fast, h_fast = fast(x, hx)
+    out, h = general(x, hx)
+    np.testing.assert_array_equal(out_fast, out)
+    for a, e in zip(members(h_fast), members(h)):
+        np.testing.assert_array_equal(a, e)
+    zero_state, _ = general(x)
+    assert not np.allclose(out, zero_state)
+
+
+@pytest.mark.parametrize("cell", ["RNN", "LSTM", "GRU"])
 def test_no_grad_training_with_dropout_draws_the_masks_grad_mode_draws(cell):
     fast, general = twins(cell, num_layers=2, dropout=0.5)
     x = np.random.default_rng(3).standard_normal((T, B, I)).astype(np.float32)
@@ -145,6 +163,8 @@ def test_settings_changed_after_construction():
         layer.dropout = 1.5
     with pytest.raises(TypeError, match=exactly("batch_first should be of type bool, got: int")):
         layer.batch_first = 1
+    with pytest.raises(TypeError, match=exactly("batch_first should be of type bool, got: int")):
+        fastrnn.LSTM(I, H, batch_first=1)
     assert isinstance(fastrnn.RNN.dropout, type(fastrnn.LSTM.batch_first))
     assert "dropout" in fastrnn.RNN.dropout.__doc__.lower()
 
@@ -370,4 +390,7 @@ def test_a_layer_moved_to_cuda_and_back_keeps_its_parameters_and_gradients():
         state = layer.step(cuda.to_device(x[0]))
     assert isinstance(on_host, np.ndarray) and hasattr(on_device, "copy_to_host")
     assert hasattr(state, "copy_to_host")
+    with fastrnn.no_grad():
+        back_on_host = layer.step(x[0])           # after a device call: the host again
+    assert isinstance(back_on_host, np.ndarray)
     np.testing.assert_allclose(on_device.copy_to_host(), out_cpu, rtol=1e-12)

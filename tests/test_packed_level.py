@@ -302,9 +302,12 @@ def numerical_check(c, grad_output, grad_h_n):
     np.testing.assert_allclose(grad_x, numerical_gradient(loss, c.x), rtol=1e-6, atol=1e-8)
     for got, state in zip(members(grad_hx), members(c.hx)):
         np.testing.assert_allclose(got, numerical_gradient(loss, state), rtol=1e-6, atol=1e-8)
-    for index in (1, len(c.weights) - 2):     # weight_hh_l0, the top layer's reverse b_ih
+    names = c.structure.names()
+    top = c.structure.num_layers - 1
+    for name in ("weight_hh_l0", f"weight_ih_l{top}", f"bias_ih_l{top}"):
+        index = names.index(name)
         np.testing.assert_allclose(grads[index], numerical_gradient(loss, c.weights[index]),
-                                   rtol=1e-6, atol=1e-8)
+                                   rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 @pytest.mark.parametrize("mode", ["RNN_TANH", "LSTM", "GRU"])
@@ -368,3 +371,28 @@ def test_a_strided_device_saved_is_refused():
     with pytest.raises(ValueError, match=exactly("Expected saved to be C-contiguous")):
         functional.backward_packed(load_backend("cuda"), c.structure, c.x, c.hx, c.weights,
                                    c.sizes, output, strided, c.masks, np.ones_like(output))
+
+
+def test_inputs_that_are_only_read_may_be_read_only():
+    c = case(dtype="float64")
+    expected = forward(c)
+    frozen = forward(c, x=read_only(c.x), hx=tuple(read_only(s) for s in c.hx),
+                     weights=[read_only(w) for w in c.weights], masks=read_only(c.masks))
+    for a, e in zip([frozen[0], *frozen[1], frozen[2]], [expected[0], *expected[1], expected[2]]):
+        np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.skipif(backend_status()["cuda"] is not None, reason="no cuda backend (simulator)")
+def test_device_arrays_are_checked_for_shape_and_dtype():
+    from numba import cuda
+    c = case(dtype="float64")
+    backend = load_backend("cuda")
+    with pytest.raises(ValueError, match=exactly("Expected x of shape (12, 3), got (11, 3)")):
+        functional.forward_packed(backend, c.structure, cuda.to_device(c.x[:-1]), c.hx,
+                                  c.weights, c.sizes)
+    with pytest.raises(TypeError, match=exactly(
+            "Expected x of dtype float64 (the layer's dtype), got float32. Convert it with "
+            ".astype(np.float64), or build the layer with dtype='float32' if float32 is what "
+            "you want.")):
+        functional.forward_packed(backend, c.structure, cuda.to_device(c.x.astype(np.float32)),
+                                  c.hx, c.weights, c.sizes)
