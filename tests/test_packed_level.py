@@ -23,6 +23,7 @@ from helpers import numerical_gradient
 LENGTHS = [5, 3, 3, 1]
 SIZES = np.array([4, 3, 3, 1, 1], np.int64)           # batch_sizes of LENGTHS: N = 12, B = 4
 N, B, I, H = 12, 4, 3, 4
+T_STEPS = 5
 
 
 def exactly(message):
@@ -396,3 +397,85 @@ def test_device_arrays_are_checked_for_shape_and_dtype():
             "you want.")):
         functional.forward_packed(backend, c.structure, cuda.to_device(c.x.astype(np.float32)),
                                   c.hx, c.weights, c.sizes)
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU"])
+def test_saved_in_any_shape_holds_the_same_blocks(mode):
+    """backward reads saved flat whatever its shape: a 2-D view of it gives the same results
+    (the gated cells have both blocks, layer outputs then workspaces)."""
+    c = case(mode, dtype="float64", seed=10)
+    output, _, saved = forward(c)
+    flat = backward(c)
+    shaped = backward(c, saved=saved.reshape(N, -1))
+    for a, e in zip([shaped[0], *members(shaped[1]), *shaped[2]],
+                    [flat[0], *members(flat[1]), *flat[2]]):
+        np.testing.assert_array_equal(a, e)
+
+
+def test_an_lstm_without_biases_is_one_with_zero_biases():
+    """layer_weights places a missing bias as None, and the projection after it."""
+    plain = fastrnn.LSTM(I, H, num_layers=2, bias=False, proj_size=2, dtype="float64", seed=11)
+    zero = fastrnn.LSTM(I, H, num_layers=2, proj_size=2, dtype="float64", seed=11)
+    zero.load_state_dict({name: plain.state_dict()[name] if name in plain.state_dict()
+                          else np.zeros_like(value) for name, value in zero.state_dict().items()})
+    x = np.random.default_rng(11).standard_normal((T_STEPS, 3, I))
+    for a, e in zip(members(plain(x)[1]) + [plain(x)[0]], members(zero(x)[1]) + [zero(x)[0]]):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-12)
+
+
+STRUCTURE_ERRORS = [
+    (dict(mode="GRU", proj_size=2), "proj_size argument is only supported for LSTM, not RNN or GRU"),
+    (dict(mode="LSTM", proj_size=4), "proj_size has to be smaller than hidden_size"),
+]
+
+
+@pytest.mark.parametrize("changes, message", STRUCTURE_ERRORS)
+def test_structure_messages(changes, message):
+    arguments = dict(mode="LSTM", input_size=3, hidden_size=4, num_layers=1, bidirectional=False,
+                     bias=True, dtype="float32")
+    with pytest.raises(ValueError, match=exactly(message)):
+        functional.Structure(**{**arguments, **changes})
+
+
+def test_a_projection_of_one_is_a_projection():
+    structure = functional.Structure("LSTM", 3, 4, 1, False, True, "float32", proj_size=1)
+    assert structure.output_size == 1 and structure.shapes()["weight_hr_l0"] == (1, 4)
+
+
+def test_read_structure_messages():
+    weights = fastrnn.LSTM(I, H, seed=0).state_dict()
+    with pytest.raises(TypeError, match=exactly(
+            "weights must be a mapping from torch.nn.LSTM's parameter names ('weight_ih_l0', "
+            "...) to arrays, got list")):
+        functional.read_structure(list(weights.values()), "LSTM")
+    without = {k: v for k, v in weights.items() if k != "weight_hh_l0"}
+    with pytest.raises(ValueError, match=exactly(
+            "weights must contain at least 'weight_ih_l0' and 'weight_hh_l0' (torch.nn.LSTM's "
+            "names), got ['bias_hh_l0', 'bias_ih_l0', 'weight_ih_l0']")):
+        functional.read_structure(without, "LSTM")
+    elman = fastrnn.RNN(I, H, seed=0).state_dict()
+    assert functional.read_structure(elman).mode == "RNN_TANH"
+
+
+def test_check_parameters_names_what_is_not_an_array():
+    class ShapeOnly:
+        shape = (16, 3)
+    weights = fastrnn.LSTM(I, H, seed=0).state_dict()
+    structure = functional.read_structure(weights, "LSTM")
+    with pytest.raises(TypeError, match=exactly(
+            "Expected parameter 'weight_ih_l0' to be an array of shape (16, 3), got ShapeOnly")):
+        functional.check_parameters({**weights, "weight_ih_l0": ShapeOnly()}, structure)
+
+
+def test_a_backend_without_a_cells_kernels_says_what_to_use(monkeypatch):
+    from fastrnn.backends import BackendUnavailable
+    from fastrnn.backends import cpu
+    structure = functional.Structure("GRU", 3, 4, 1, False, True, "float32")
+    monkeypatch.delattr(cpu, "gru_forward")
+    with pytest.raises(BackendUnavailable, match=exactly(
+            "backend 'cpu' has no GRU kernels (gru_forward/gru_backward) in this build; use "
+            "backend='numpy' (the reference) or 'auto'")):
+        functional.check_cell_kernels(cpu, structure.cell)
+    stranger = SimpleNamespace(__name__="elsewhere.backend")
+    with pytest.raises(BackendUnavailable, match="^backend 'elsewhere.backend' has no GRU"):
+        functional.check_cell_kernels(stranger, structure.cell)
