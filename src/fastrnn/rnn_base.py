@@ -159,7 +159,7 @@ class RNNBase(ParameterStore):
 
     # ----------------------------------------------------------------- parameters
     @classmethod
-    def _shapes(cls, input_size, hidden_size, num_layers, bidirectional, bias, proj_size):
+    def _shapes(cls, input_size, hidden_size, num_layers, bidirectional, bias, proj_size=0):
         return parameter_shapes(input_size, hidden_size, num_layers, bidirectional, bias,
                                 mode=cls._MODE, proj_size=proj_size)
 
