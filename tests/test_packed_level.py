@@ -64,7 +64,8 @@ def backward(c, **changes):
 
 
 def fortran(a):
-    return np.asfortranarray(a) if a.ndim > 1 else a[::-1].copy()[::-1]
+    """The same values in Fortran order: not C-contiguous (every use here is 2-D or more)."""
+    return np.asfortranarray(a)
 
 
 def read_only(a):

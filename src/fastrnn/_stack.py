@@ -547,7 +547,8 @@ def backward_packed(backend, structure: Structure, x, hx, weights, batch_sizes: 
         _check_backward_packed(arrays, structure, x, hx, weights, batch_sizes, output, saved,
                                masks, grad_output, grad_h_n, grads)
         check_cell_kernels(backend, structure.cell)
-    N, B, dtype = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0), structure.dtype
+    N, B = x.shape[0], (int(batch_sizes[0]) if len(batch_sizes) else 0)
+    dtype = structure.dtype
     h0 = _new_states(structure, B, arrays.zeros) if hx is None else hx
     if grad_h_n is None:
         grad_finals = _new_states(structure, B, arrays.zeros)
