@@ -13,16 +13,17 @@ the layer outputs the workspace holds). The cells are torch's (design.md, "Gated
 LSTM gates i, f, g, o and h = W_hr (o * tanh(c)) with a projection; GRU gates r, z, n with
 n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
 """
+import functools
+
 import torch
 from torch import Tensor
 
 from .ops import Config
 
 
-def _elman(activation):
-    def step(projected, recurrent, states, w_hr):
-        return (activation(projected + recurrent),)
-    return step
+def _elman_step(activation, projected, recurrent, states, w_hr):
+    """(h,) of one Elman step: activation(x W_ih^T + b_ih + h_prev W_hh^T + b_hh)."""
+    return (activation(projected + recurrent),)
 
 
 def _lstm_step(projected, recurrent, states, w_hr):
@@ -42,7 +43,8 @@ def _gru_step(projected, recurrent, states, w_hr):
     return ((1 - z) * n + z * states[0],)
 
 
-STEPS = {"RNN_TANH": _elman(torch.tanh), "RNN_RELU": _elman(torch.relu), "LSTM": _lstm_step,
+STEPS = {"RNN_TANH": functools.partial(_elman_step, torch.tanh),
+         "RNN_RELU": functools.partial(_elman_step, torch.relu), "LSTM": _lstm_step,
          "GRU": _gru_step}
 
 
