@@ -132,6 +132,7 @@ class _Backward(torch.autograd.Function):
         input, batch_sizes, hx, cx, weights, masks = inputs[:6]
         grad_output, grad_h_n, grad_c_n, *config, need = inputs[9:]
         ctx.config, ctx.need_weight_grads = Config(*config), need
+        ctx.set_materialize_grads(False)           # backward and jvp make the zeros they need
         ctx.save_for_backward(input, batch_sizes, hx, cx, weights, masks, grad_output, grad_h_n,
                               grad_c_n)
 
