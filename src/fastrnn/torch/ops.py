@@ -176,7 +176,12 @@ def _structure(mode, input_size, hidden_size, num_layers, bidirectional, bias, d
 
 
 def _structure_for(config: Config, input: Tensor, hx: Tensor, cx: Tensor):
-    """The Structure of one operator call, its sizes read off the tensors."""
+    """The Structure of one operator call, its sizes read off the tensors; a cell without a
+    cell state takes the cx that no_cell_state makes."""
+    if config.mode != "LSTM" and cx.shape != (*hx.shape[:-1], 0):
+        raise RuntimeError(f"fastrnn: a {config.mode} cell has no cell state: cx must have "
+                           f"shape {(*hx.shape[:-1], 0)} (hx's with width 0), got "
+                           f"{tuple(cx.shape)}")
     hidden_size, proj_size = state_sizes(config.mode, hx, cx)
     return _structure(config.mode, input.shape[-1], hidden_size, config.num_layers,
                       config.bidirectional, config.has_biases, input.dtype, proj_size)
