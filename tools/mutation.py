@@ -5,7 +5,8 @@
     python tools/mutation.py --kernels            # only the hand-picked csrc/ mutants
     python tools/mutation.py --list               # the modules and kernel mutants configured
     python tools/mutation.py --module functional --survivors  # only the last run's survivors
-                                                  # again (after adding tests)
+                                                  # again (after adding tests), and every
+                                                  # mutant of a function edited since
     python tools/mutation.py --module functional --rescore    # the last run's table again
                                                   # (after editing the equivalents)
 
@@ -162,6 +163,40 @@ def load_results(scratch, module):
     return json.loads(saved.read_text()) if saved.exists() else statuses(scratch, module)
 
 
+def function_hashes(scratch, module):
+    """{qualified function name: hash of its source} as mutmut last saw the module's files."""
+    hashes = {}
+    for path in mutated_files(scratch, module):
+        meta = path.with_name(path.name + ".meta")
+        if meta.exists():
+            dotted = ".".join(path.relative_to(scratch / "mutants" / "src").with_suffix("").parts)
+            hashes.update({f"{dotted}.{function}": digest for function, digest in
+                           json.loads(meta.read_text())["hash_by_function_name"].items()})
+    return hashes
+
+
+def run_survivors(scratch, module, pytest_options, survivors, found, jobs):
+    """Runs the last verdicts' survivors again, and every mutant of a function edited since
+    (mutmut renames and re-plants those: their old verdicts, kills included, no longer
+    apply); a function that is gone takes its mutants with it. Returns the new verdicts."""
+    before = function_hashes(scratch, module)
+    now = statuses(scratch, module)              # an interrupted run's kills stand
+    found = {mutant: now[mutant] if now.get(mutant) in KILLED else status
+             for mutant, status in found.items()}
+    (scratch / "pyproject.toml").write_text(mutmut_table(module, pytest_options))
+    run_mutmut(scratch, survivors, jobs)         # mutmut re-plants edited files first
+    after = function_hashes(scratch, module)
+    edited = {function for function, digest in after.items() if before.get(function) != digest}
+    function_of = lambda mutant: mutant.rsplit("__mutmut_", 1)[0]
+    now = statuses(scratch, module)
+    replanted = [mutant for mutant in now if function_of(mutant) in edited]
+    if replanted:
+        run_mutmut(scratch, replanted, jobs)
+        now = statuses(scratch, module)
+    return {mutant: status if function_of(mutant) in edited or found.get(mutant) not in KILLED
+            else found[mutant] for mutant, status in now.items()}
+
+
 def run_module(name, module, config, pytest_options, again="all", jobs=1):
     """Mutates one module and scores it. again: 'all' (a fresh run), 'survivors' (the last
     run's survivors only, against the current test subset: added tests cannot revive a killed
@@ -176,14 +211,8 @@ def run_module(name, module, config, pytest_options, again="all", jobs=1):
     else:
         found = load_results(scratch, module)
     if again == "survivors":
-        now = statuses(scratch, module)          # an interrupted run's kills stand
-        found = {mutant: now[mutant] if now.get(mutant) in KILLED else status
-                 for mutant, status in found.items()}
-        (scratch / "pyproject.toml").write_text(mutmut_table(module, pytest_options))
-        run_mutmut(scratch, score_module(name, found, equivalent)["survivors"], jobs)
-        now = statuses(scratch, module)
-        found = {mutant: status if status in KILLED else now.get(mutant, status)
-                 for mutant, status in found.items()}
+        found = run_survivors(scratch, module, pytest_options,
+                              score_module(name, found, equivalent)["survivors"], found, jobs)
     (scratch / "results.json").write_text(json.dumps(found, indent=0, sort_keys=True))
     row = score_module(name, found, equivalent)
     row["seconds"] = time.monotonic() - started
