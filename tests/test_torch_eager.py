@@ -64,6 +64,13 @@ def fresh_inputs(seed=1):
     return torch.randn(5, len(LENGTHS), 3, generator=generator, dtype=F64), generator
 
 
+def prepared_case(cell, kwargs, seed):
+    """(ours, theirs, x, hx, generator): a module pair and an input with initial states."""
+    ours, theirs = make_pair(cell, kwargs)
+    x, generator = fresh_inputs(seed)
+    return ours, theirs, x, initial_states(ours, generator), generator
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("cell, kwargs", CELLS)
 def test_no_grad_with_initial_states_matches_torch(cell, kwargs, layout):
@@ -118,9 +125,7 @@ def counting(monkeypatch):
 
 @pytest.mark.parametrize("cell, kwargs", CELLS[1:])
 def test_one_preparation_serves_calls_and_sees_in_place_updates(counting, cell, kwargs):
-    ours, theirs = make_pair(cell, kwargs)
-    x, generator = fresh_inputs(3)
-    hx = initial_states(ours, generator)
+    ours, theirs, x, hx, generator = prepared_case(cell, kwargs, 3)
     with torch.no_grad():
         for _ in range(3):
             assert_same(call(ours, "padded", x, hx), call(theirs, "padded", x, hx))
@@ -133,9 +138,7 @@ def test_one_preparation_serves_calls_and_sees_in_place_updates(counting, cell, 
 
 @pytest.mark.parametrize("cell, kwargs", CELLS[1:])
 def test_a_replaced_parameter_gets_a_new_preparation(counting, cell, kwargs):
-    ours, theirs = make_pair(cell, kwargs)
-    x, generator = fresh_inputs(4)
-    hx = initial_states(ours, generator)
+    ours, theirs, x, hx, generator = prepared_case(cell, kwargs, 4)
     with torch.no_grad():
         call(ours, "padded", x, hx)
         replacement = torch.randn_like(ours.weight_ih_l0, generator=generator)
@@ -148,9 +151,7 @@ def test_a_replaced_parameter_gets_a_new_preparation(counting, cell, kwargs):
 @pytest.mark.parametrize("cell, kwargs", CELLS[1:])
 def test_plain_tensor_weights_take_the_fast_path(counting, cell, kwargs):
     """torch.func.functional_call swaps the parameters for plain tensors: still usable in place."""
-    ours, theirs = make_pair(cell, kwargs)
-    x, generator = fresh_inputs(5)
-    hx = initial_states(ours, generator)
+    ours, theirs, x, hx, generator = prepared_case(cell, kwargs, 5)
     weights = {name: torch.randn_like(p, generator=generator) for name, p in
                ours.named_parameters()}
     with torch.no_grad():
